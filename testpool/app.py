@@ -1,0 +1,165 @@
+"""What each command does, as a pipeline of small steps (the CLI only parses and calls these).
+
+``run_suite``: sweep dead runs → discover → filter → plan with the cache → run what is left
+(or nothing) → write reports → summary → exit code. ``list_tests`` stops after the plan.
+``clean`` is the sweep on its own plus a look at the worker ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+
+from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
+from testpool.config import MAX_WORKERS
+from testpool.discovery import discover, select
+from testpool.errors import ExitCode
+from testpool.hashing import FileHasher
+from testpool.report.console import make_reporter
+from testpool.report.files import write_reports
+from testpool.report.render import summary_renderables
+from testpool.results import RunSummary, Status, TestResult
+from testpool.runner import Run, RunOptions, new_run_id
+from testpool.runners import make_runner
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from testpool.config import Config
+    from testpool.runners.base import Runner
+
+
+@dataclass
+class Prepared:
+    runner: Runner
+    store: CacheStore
+    data: CacheData
+    items: list[PlanItem]
+
+
+def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
+    """Discover, filter and decide per test whether the cache lets it be skipped."""
+    runner = make_runner(config)
+    store = CacheStore(config.cache_path)
+    data, warning = store.load()
+    if warning:
+        err.print(f"testpool: warning: {warning}", markup=False)
+    hasher = FileHasher(config.root)
+    cases, discovery_update = discover(runner, config, hasher, data, full=options.full)
+    selected = select(cases, options.pattern)
+    shared = shared_inputs(config, runner, hasher, data.salt)
+    items = plan(selected, data, runner, hasher, shared, full=options.full)
+    if discovery_update:
+        store.record({}, discovery_update)
+    return Prepared(runner, store, data, items)
+
+
+def sweep(err: Console) -> None:
+    from testpool.state import sweep_dead_runs
+
+    for report in sweep_dead_runs():
+        if report.anything:
+            err.print(f"testpool: cleaned up after a dead run: {report.describe()}", markup=False)
+
+
+def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
+    started = time.monotonic()
+    sweep(err)
+    prepared = prepare(config, options, err)
+    to_run = [item for item in prepared.items if item.run]
+    cached = [item for item in prepared.items if not item.run]
+    order = [item.case.id for item in prepared.items]
+    if not to_run:
+        summary = RunSummary(
+            run_id=new_run_id(),
+            results=[
+                TestResult(i.case.id, i.case.file, Status.CACHED, message="unchanged")
+                for i in cached
+            ],
+            wall_time=time.monotonic() - started,
+            workers=0,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    else:
+        reporter = make_reporter(out)
+        run = Run(
+            config,
+            options,
+            prepared.runner,
+            to_run=to_run,
+            cached=cached,
+            order=order,
+            durations=prepared.data.durations(),
+            store=prepared.store,
+            reporter=reporter,
+        )
+        summary = asyncio.run(run.execute())
+    junit, report = write_reports(summary, config.results_path)
+    shown = [_relative(junit, config), _relative(report, config)]
+    for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
+        out.print(renderable)
+    if summary.error:
+        err.print(f"testpool: error: {summary.error}", markup=False)
+        if summary.error_detail:
+            err.print(_indent(summary.error_detail), markup=False, highlight=False)
+    return summary.exit_code()
+
+
+def list_tests(config: Config, options: RunOptions, out: Console, err: Console) -> int:
+    prepared = prepare(config, options, err)
+    width = max((len(item.case.id) for item in prepared.items), default=0)
+    for item in prepared.items:
+        line = Text()
+        line.append("run    " if item.run else "cached ", style="bold" if item.run else "green")
+        line.append(item.case.id.ljust(width))
+        line.append(f"  {item.reason}", style="dim")
+        out.print(line)
+    would_run = sum(item.run for item in prepared.items)
+    out.print(
+        Text(
+            f"{len(prepared.items)} test(s): {would_run} to run, {len(prepared.items) - would_run} cached",
+            style="dim",
+        )
+    )
+    return ExitCode.OK
+
+
+def clean(config: Config | None, out: Console) -> int:
+    from testpool import procs
+    from testpool.state import is_live, load_records, sweep_dead_runs
+
+    reports = sweep_dead_runs()
+    for report in reports:
+        out.print(report.describe(), markup=False)
+    live = [record for _, record in load_records() if record is not None and is_live(record)]
+    for record in live:
+        out.print(
+            f"run {record.run_id} is still running (pid {record.pid}, {record.root}): left alone"
+        )
+    base = config.port_base if config else 9000
+    ours = {port for record in live for port in record.ports}
+    for port, holder in sorted(procs.listeners(range(base, base + MAX_WORKERS)).items()):
+        if port not in ours:
+            out.print(f"port {port} is held by {holder}, not by testpool: left alone", markup=False)
+    if not reports:
+        out.print("nothing to clean")
+    return ExitCode.OK
+
+
+def _relative(path: object, config: Config) -> str:
+    from pathlib import Path
+
+    assert isinstance(path, Path)
+    try:
+        return str(path.relative_to(config.root))
+    except ValueError:
+        return str(path)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

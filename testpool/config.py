@@ -1,0 +1,271 @@
+"""Load and validate testpool's configuration.
+
+The configuration lives in ``[tool.testpool]`` of a project's ``pyproject.toml`` or at the top
+level of a ``testpool.toml``. The project root is the folder that holds that file; every
+relative path in the configuration is relative to it. The CLI builds a :class:`Config` here
+and then only ever passes the value around.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from testpool.errors import ConfigError
+
+MAX_WORKERS = 8
+RUNNERS = ("pytest", "go", "command")
+ISOLATIONS = ("worker", "test")
+PYTEST_MODES = ("session", "process")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs to know about the project. Built by :func:`load_config`."""
+
+    root: Path
+    source: Path
+    server: str
+    workers: int = 1
+    port_base: int = 9000
+    health_path: str = "/health"
+    health_interval: float = 0.2
+    startup_timeout: float = 60.0
+    data_seed: str | None = None
+    isolation: str = "worker"
+    secrets: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    tests: str = "e2e"
+    runner: str = "pytest"
+    discover: str | None = None
+    run: str | None = None
+    helpers: tuple[str, ...] | None = None
+    inputs: tuple[str, ...] = ()
+    test_timeout: float = 300.0
+    cache_file: str = ".test-cache.json"
+    results_dir: str = "test-results"
+    pytest_mode: str = "session"
+    pytest_args: tuple[str, ...] = ()
+
+    def path(self, relative: str) -> Path:
+        """A configured path, resolved against the project root."""
+        return (self.root / relative).resolve()
+
+    @property
+    def tests_path(self) -> Path:
+        return self.path(self.tests)
+
+    @property
+    def seed_path(self) -> Path | None:
+        return self.path(self.data_seed) if self.data_seed else None
+
+    @property
+    def cache_path(self) -> Path:
+        return self.path(self.cache_file)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path(self.results_dir)
+
+    def expand(self, command: str) -> str:
+        """Substitute ``{python}`` (the interpreter running testpool) in a command."""
+        return command.replace("{python}", sys.executable)
+
+    def port(self, worker: int) -> int:
+        return self.port_base + worker
+
+    def run_affecting(self) -> dict[str, object]:
+        """The settings that can change a test's result; part of every cache key."""
+        return {
+            "server": self.server,
+            "runner": self.runner,
+            "env": dict(sorted(self.env.items())),
+            "isolation": self.isolation,
+            "tests": self.tests,
+            "discover": self.discover,
+            "run": self.run,
+            "pytest_mode": self.pytest_mode,
+            "pytest_args": list(self.pytest_args),
+            "health_path": self.health_path,
+        }
+
+
+# key -> (accepted python types, human description)
+_NUMBER = (int, float)
+_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "workers": ((int,), "an integer from 1 to 8"),
+    "port_base": ((int,), "an integer port number"),
+    "server": ((str,), "a command string"),
+    "health_path": ((str,), "a URL path starting with '/'"),
+    "health_interval": (_NUMBER, "a positive number of seconds"),
+    "startup_timeout": (_NUMBER, "a positive number of seconds"),
+    "data_seed": ((str,), "a folder path"),
+    "isolation": ((str,), "'worker' or 'test'"),
+    "secrets": ((list,), "a list of file paths"),
+    "env": ((dict,), "a table of string values"),
+    "tests": ((str,), "a folder path"),
+    "runner": ((str,), "'pytest', 'go' or 'command'"),
+    "discover": ((str,), "a command string"),
+    "run": ((str,), "a command template containing {id}"),
+    "helpers": ((list,), "a list of file paths or globs"),
+    "inputs": ((list,), "a list of globs"),
+    "test_timeout": (_NUMBER, "a positive number of seconds"),
+    "cache_file": ((str,), "a file path"),
+    "results_dir": ((str,), "a folder path"),
+    "pytest_mode": ((str,), "'session' or 'process'"),
+    "pytest_args": ((list,), "a list of strings"),
+}
+
+_CONFIG_FIELDS = {f.name for f in fields(Config)} - {"root", "source"}
+assert set(_SCHEMA) == _CONFIG_FIELDS, "schema and Config fields drifted apart"
+
+
+def find_config_file(start: Path) -> tuple[Path, bool]:
+    """Find the configuration from ``start`` upward. Returns (file, is_pyproject)."""
+    for folder in (start, *start.parents):
+        candidate = folder / "testpool.toml"
+        if candidate.is_file():
+            return candidate, False
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "testpool" in _read_toml(pyproject).get("tool", {}):
+            return pyproject, True
+    raise ConfigError(
+        "no testpool configuration found: add [tool.testpool] to pyproject.toml or create "
+        f"testpool.toml (searched {start} and its parents)"
+    )
+
+
+def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
+    """Read, validate and return the configuration.
+
+    Called by the CLI. ``path`` is ``--config``; without it the file is searched from ``cwd``.
+    """
+    if path is None:
+        source, is_pyproject = find_config_file((cwd or Path.cwd()).resolve())
+    else:
+        source = path.resolve()
+        if not source.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        is_pyproject = source.name == "pyproject.toml"
+    document = _read_toml(source)
+    if is_pyproject:
+        table = document.get("tool", {}).get("testpool")
+        if table is None:
+            raise ConfigError(f"{source}: no [tool.testpool] table")
+        where = f"{source.name} [tool.testpool]"
+    else:
+        table = document
+        where = source.name
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    return parse_config(table, root=source.parent, source=source, where=where)
+
+
+def parse_config(
+    table: Mapping[str, Any], *, root: Path, source: Path, where: str = "config"
+) -> Config:
+    """Validate a raw table into a :class:`Config`. Every error names the offending key."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _SCHEMA:
+            hint = difflib.get_close_matches(key, sorted(_SCHEMA), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{suggestion}")
+        types, description = _SCHEMA[key]
+        # bool is an int subclass; `workers = true` is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ConfigError(
+                f"{where}: '{key}' must be {description}, got {type(value).__name__} {value!r}"
+            )
+        values[key] = value
+    if "server" not in values:
+        raise ConfigError(f"{where}: 'server' is required (the command that starts a dev server)")
+    for key in ("secrets", "helpers", "inputs", "pytest_args"):
+        if key in values:
+            items = values[key]
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{where}: '{key}' must be {_SCHEMA[key][1]}")
+            values[key] = tuple(items)
+    if "env" in values:
+        bad = [name for name, v in values["env"].items() if not isinstance(v, str)]
+        if bad:
+            raise ConfigError(f"{where}: 'env.{bad[0]}' must be a string")
+    for key in ("health_interval", "startup_timeout", "test_timeout"):
+        if key in values:
+            values[key] = float(values[key])
+    config = Config(root=root, source=source, **values)
+    validate(config, where)
+    return config
+
+
+def validate(config: Config, where: str = "config") -> None:
+    """Check value ranges and cross-key rules; also used after CLI overrides."""
+    if not 1 <= config.workers <= MAX_WORKERS:
+        raise ConfigError(
+            f"{where}: 'workers' must be from 1 to {MAX_WORKERS}, got {config.workers}"
+        )
+    if not 1024 <= config.port_base <= 65535 - MAX_WORKERS:
+        raise ConfigError(f"{where}: 'port_base' must be from 1024 to {65535 - MAX_WORKERS}")
+    if not config.server.strip():
+        raise ConfigError(f"{where}: 'server' must not be empty")
+    if not config.health_path.startswith("/"):
+        raise ConfigError(f"{where}: 'health_path' must start with '/'")
+    for key in ("health_interval", "startup_timeout", "test_timeout"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{where}: '{key}' must be a positive number of seconds")
+    for key, allowed in (
+        ("isolation", ISOLATIONS),
+        ("runner", RUNNERS),
+        ("pytest_mode", PYTEST_MODES),
+    ):
+        if getattr(config, key) not in allowed:
+            choices = ", ".join(f"'{a}'" for a in allowed)
+            raise ConfigError(f"{where}: '{key}' must be one of {choices}")
+    if config.runner == "command":
+        if not config.discover or not config.run:
+            raise ConfigError(f"{where}: runner 'command' needs both 'discover' and 'run'")
+        if "{id}" not in config.run:
+            raise ConfigError(f"{where}: 'run' must contain {{id}}")
+    elif config.discover or config.run:
+        raise ConfigError(f"{where}: 'discover' and 'run' only apply to runner = 'command'")
+    if config.data_seed is not None:
+        seed = config.seed_path
+        if seed is None or not seed.is_dir():
+            raise ConfigError(f"{where}: 'data_seed' folder not found: {config.data_seed}")
+    if not config.tests_path.exists():
+        raise ConfigError(f"{where}: 'tests' path not found: {config.tests}")
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """Apply CLI flags (None means "not given") and re-validate."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if not given:
+        return config
+    updated = replace(config, **given)
+    validate(updated, "command line")
+    return updated
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def state_home() -> Path:
+    """Per-user folder for run records (``TESTPOOL_STATE_DIR`` overrides it)."""
+    override = os.environ.get("TESTPOOL_STATE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "testpool"

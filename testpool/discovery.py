@@ -1,0 +1,51 @@
+"""Find the tests (through the runner, or from the discovery cache) and apply ``--file``.
+
+pytest's collection costs an interpreter start and an import of every test module; when
+nothing under ``tests`` (nor pytest's configuration) changed since the last collection, its
+result is read back from the cache file instead. ``--full`` always collects afresh.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from testpool.errors import NoTestsError
+from testpool.runners.base import TestCase
+
+if TYPE_CHECKING:
+    from testpool.cache import CacheData
+    from testpool.config import Config
+    from testpool.hashing import FileHasher
+    from testpool.runners.base import Runner
+
+
+def discover(
+    runner: Runner, config: Config, hasher: FileHasher, data: CacheData, *, full: bool
+) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None]:
+    """The tests, and the discovery-cache update to record (None if nothing to record)."""
+    key = runner.discovery_key(hasher)
+    slot = f"{runner.name}:{config.tests}"
+    cached = data.discovery.get(slot)
+    if key is not None and not full and cached and cached.get("key") == key:
+        try:
+            return [TestCase(t[0], t[1], tuple(t[2])) for t in cached["tests"]], None
+        except (KeyError, IndexError, TypeError):
+            pass  # a damaged entry: collect again
+    cases = runner.discover()
+    if not cases:
+        raise NoTestsError(f"no tests found under {config.tests}")
+    if key is None:
+        return cases, None
+    update = {slot: {"key": key, "tests": [[c.id, c.file, list(c.sources)] for c in cases]}}
+    return cases, update
+
+
+def select(cases: list[TestCase], pattern: str | None) -> list[TestCase]:
+    """Tests whose id contains ``pattern``, case-insensitively. No match is an error (exit 5)."""
+    if not pattern:
+        return cases
+    needle = pattern.casefold()
+    chosen = [case for case in cases if needle in case.id.casefold()]
+    if not chosen:
+        raise NoTestsError(f"no test id contains '{pattern}' (of {len(cases)} discovered)")
+    return chosen

@@ -1,0 +1,67 @@
+"""Wait for a dev server to answer its health check, on a deadline.
+
+Called by the pool for every worker it starts or restarts, and after a test that timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+
+from testpool.errors import HealthTimeoutError, ServerExitedError
+
+# One probe may not hang longer than this even when the deadline is far away.
+PROBE_TIMEOUT = 2.0
+
+
+async def wait_healthy(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    interval: float,
+    timeout: float,
+    is_alive: Callable[[], bool],
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Poll ``url`` every ``interval`` seconds until it answers HTTP 200; return the time taken.
+
+    Raises :class:`ServerExitedError` as soon as ``is_alive()`` says the server is gone (no
+    waiting out the timeout for a process that already died) and :class:`HealthTimeoutError`
+    when ``timeout`` passes. The caller adds the worker's name and log tail to the message.
+    """
+    started = clock()
+    deadline = started + timeout
+    last_problem = "no answer yet"
+    while True:
+        if not is_alive():
+            raise ServerExitedError("the server process exited before it became healthy")
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise HealthTimeoutError(
+                f"not healthy after {timeout:g} s (last probe: {last_problem})"
+            )
+        tick = clock()
+        try:
+            response = await client.get(url, timeout=min(PROBE_TIMEOUT, remaining))
+        except httpx.TransportError as error:
+            last_problem = type(error).__name__
+        else:
+            if response.status_code == 200:
+                return clock() - started
+            last_problem = f"HTTP {response.status_code}"
+        # Keep the cadence: the next probe starts `interval` after this one started.
+        pause = min(interval - (clock() - tick), deadline - clock())
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+
+async def probe(client: httpx.AsyncClient, url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """One health probe: does the server answer 200 right now?"""
+    try:
+        response = await client.get(url, timeout=timeout)
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200

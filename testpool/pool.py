@@ -1,0 +1,411 @@
+"""The worker pool: N dev servers, each in its own tmux session, port, data folder and environment.
+
+The pool launches workers (all at once), waits for them to be healthy (concurrently), tells
+whether a worker's server is still alive (and when it dies), restarts a dead one with a fresh
+``DATA_DIR`` up to :data:`MAX_RESTARTS` times, and shuts everything down in stages. Every process
+group and folder it creates is written to the run's journal first, so ``testpool clean`` or the
+reaper can finish the job if this process cannot.
+
+Called by the runner. Knows nothing about tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from testpool import procs
+from testpool.errors import (
+    InfrastructureError,
+    PortInUseError,
+    WorkerStartError,
+)
+from testpool.health import probe, wait_healthy
+from testpool.isolation import make_data_dir, remove_dir
+from testpool.procs import RUN_ID_VARIABLE
+from testpool.tmux import TmuxServer
+
+if TYPE_CHECKING:
+    from testpool.config import Config
+    from testpool.secrets import Redactor
+    from testpool.state import RunJournal
+
+MAX_RESTARTS = 2  # per worker; past that it is retired
+LOG_TAIL_LINES = 20
+_TMUX_VARIABLES = ("TMUX", "TMUX_PANE")
+
+
+class WorkerState:
+    STARTING = "starting"
+    IDLE = "idle"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    RETIRED = "retired"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Worker:
+    """One worker slot and its current server (``generation`` counts restarts)."""
+
+    index: int
+    port: int
+    data_dir: Path
+    server_env: dict[str, str]  # set on the tmux session (on top of the server's global env)
+    log: WorkerLog
+    generation: int = 0
+    pane_pid: int = 0
+    restarts: int = 0
+    state: str = WorkerState.STARTING
+    current_test: str | None = None
+    since: float = 0.0
+    startup_time: float = 0.0
+
+    @property
+    def session(self) -> str:
+        return f"worker-{self.index}" + (f"-r{self.generation}" if self.generation else "")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class WorkerLog:
+    """The server's output, from tmux through a FIFO, redacted, appended to ``logs/worker-N.log``.
+
+    testpool reads the FIFO itself (rather than letting tmux write the file) so that a secret
+    the server prints never reaches the disk.
+    """
+
+    def __init__(self, path: Path, fifo: Path, redact: Redactor) -> None:
+        self.path = path
+        self.fifo = fifo
+        self._redact = redact
+        self._lines: deque[str] = deque(maxlen=200)
+        self._partial = b""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(fifo, 0o600)
+        # Read-write, so the FIFO never reports end-of-file between two writers (restarts).
+        self._fd: int | None = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        self._out = path.open("w", encoding="utf-8")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self.drain)
+
+    def note(self, text: str) -> None:
+        self._write_line(f"----- testpool: {text} -----")
+
+    def drain(self) -> None:
+        """Move whatever is in the FIFO to the log file."""
+        if self._fd is None:
+            return
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._partial += chunk
+            *complete, self._partial = self._partial.split(b"\n")
+            for raw in complete:
+                self._write_line(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        self._out.flush()
+
+    def _write_line(self, line: str) -> None:
+        clean = self._redact(line)
+        self._lines.append(clean)
+        self._out.write(clean + "\n")
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        self.drain()
+        return "\n".join(list(self._lines)[-lines:])
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        self.drain()
+        if self._partial:
+            self._write_line(self._partial.decode("utf-8", errors="replace").rstrip("\r"))
+            self._partial = b""
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        self._out.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.fifo.unlink()
+
+
+@dataclass
+class PoolSettings:
+    """What the pool needs from the run (kept apart from Config to keep the pool testable)."""
+
+    config: Config
+    run_id: str
+    secrets: Mapping[str, str]
+    redact: Redactor
+    scratch: Path
+    logs_dir: Path
+    journal: RunJournal | None = None
+    base_environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class Pool:
+    def __init__(self, settings: PoolSettings) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.socket_name = f"testpool-{settings.run_id}"
+        self.workers: list[Worker] = []
+        self._tmux: TmuxServer | None = None
+        self._client = httpx.AsyncClient(trust_env=False)
+        self._on_change: Callable[[Worker], None] = lambda worker: None
+
+    @property
+    def attach_hint(self) -> str:
+        return f"tmux -L {self.socket_name} attach -t worker-N"
+
+    def on_change(self, callback: Callable[[Worker], None]) -> None:
+        """Called on every worker state change (the live view listens)."""
+        self._on_change = callback
+
+    def _set_state(self, worker: Worker, state: str) -> None:
+        worker.state = state
+        self._on_change(worker)
+
+    # --- environment -----------------------------------------------------------------------
+
+    def global_env(self) -> dict[str, str]:
+        """The tmux server's environment: ours, the config's ``env`` and the secrets."""
+        env = {k: v for k, v in self.settings.base_environ.items() if k not in _TMUX_VARIABLES}
+        env.update(self.config.env)
+        env.update(self.settings.secrets)
+        return env
+
+    def worker_env(self, index: int, data_dir: Path) -> dict[str, str]:
+        """The variables that differ per worker (set on its tmux session)."""
+        env = {
+            "PORT": str(self.config.port(index)),
+            "DATA_DIR": str(data_dir),
+            "TESTPOOL_WORKER": str(index),
+            RUN_ID_VARIABLE: self.settings.run_id,
+        }
+        if "API_TOKEN" not in self.settings.secrets and "API_TOKEN" not in self.config.env:
+            env["API_TOKEN"] = f"test-token-{index}"
+        return env
+
+    def test_env(self, worker: Worker) -> dict[str, str]:
+        """Everything a test on ``worker`` gets: the server's environment plus TEST_BASE_URL."""
+        env = self.global_env()
+        env.update(worker.server_env)
+        env["TEST_BASE_URL"] = worker.base_url
+        return env
+
+    # --- start -----------------------------------------------------------------------------
+
+    def launch(self, count: int) -> list[Worker]:
+        """Check the ports, start tmux and every worker's server (not yet healthy)."""
+        ports = [self.config.port(index) for index in range(count)]
+        check_ports(ports)
+        self._tmux = TmuxServer(self.socket_name)
+        if self.settings.journal:
+            self.settings.journal.set_socket(self.socket_name, ports)
+        self._tmux.start(self.global_env())
+        for index in range(count):
+            data_dir = self._make_data_dir()
+            fifo = self.settings.scratch / f"worker-{index}.fifo"
+            log = WorkerLog(
+                self.settings.logs_dir / f"worker-{index}.log", fifo, self.settings.redact
+            )
+            worker = Worker(index, ports[index], data_dir, self.worker_env(index, data_dir), log)
+            self.workers.append(worker)
+            self._spawn(worker)
+        return self.workers
+
+    def _make_data_dir(self) -> Path:
+        data_dir = make_data_dir(self.config.seed_path)
+        if self.settings.journal:
+            self.settings.journal.add_dir(data_dir)
+        return data_dir
+
+    def _spawn(self, worker: Worker) -> None:
+        assert self._tmux is not None
+        from testpool.tmux import log_pipe_command
+
+        worker.pane_pid = self._tmux.spawn(
+            worker.session,
+            self.config.expand(self.config.server),
+            cwd=self.config.root,
+            environment=worker.server_env,
+            log_command=log_pipe_command(worker.log.fifo),
+        )
+        if self.settings.journal:
+            self.settings.journal.add_process(worker.pane_pid, f"server of worker {worker.index}")
+        self._set_state(worker, WorkerState.STARTING)
+
+    async def wait_ready(self, worker: Worker) -> None:
+        """Wait until ``worker`` answers its health check; raise a full error if it does not."""
+        url = worker.base_url + self.config.health_path
+        try:
+            worker.startup_time = await wait_healthy(
+                self._client,
+                url,
+                interval=self.config.health_interval,
+                timeout=self.config.startup_timeout,
+                is_alive=lambda: self.alive(worker),
+            )
+        except WorkerStartError as error:
+            raise type(error)(
+                f"worker {worker.index} (port {worker.port}) failed to start: {error.message}; "
+                f"command: {self.config.server}",
+                detail=self.log_tail(worker),
+            ) from None
+        self._set_state(worker, WorkerState.IDLE)
+
+    def log_tail(self, worker: Worker, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines the server printed (from the pane itself if the log has nothing)."""
+        text = worker.log.tail(lines)
+        if not text.strip() and self._tmux is not None:
+            text = self.settings.redact(self._tmux.capture(worker.session, lines))
+        return text
+
+    # --- health during the run -------------------------------------------------------------
+
+    def alive(self, worker: Worker) -> bool:
+        return worker.pane_pid > 0 and procs.pid_alive(worker.pane_pid)
+
+    async def healthy(self, worker: Worker) -> bool:
+        return self.alive(worker) and await probe(
+            self._client, worker.base_url + self.config.health_path
+        )
+
+    async def wait_for_death(self, worker: Worker) -> None:
+        """Return when the worker's current server process exits."""
+        await watch_exit(worker.pane_pid)
+
+    async def restart(self, worker: Worker, reason: str) -> bool:
+        """Replace a dead or sick server with a fresh one on a fresh ``DATA_DIR``.
+
+        Returns False (and retires the worker) past :data:`MAX_RESTARTS` or if the new server
+        does not become healthy.
+        """
+        await self._stop_server(worker)
+        if worker.restarts >= MAX_RESTARTS:
+            self._set_state(worker, WorkerState.RETIRED)
+            worker.log.note(f"worker retired after {worker.restarts} restarts ({reason})")
+            return False
+        worker.restarts += 1
+        worker.generation += 1
+        self._set_state(worker, WorkerState.RESTARTING)
+        worker.log.note(f"restarting the server ({reason})")
+        self._drop_data_dir(worker.data_dir)
+        worker.data_dir = self._make_data_dir()
+        worker.server_env = self.worker_env(worker.index, worker.data_dir)
+        self._spawn(worker)
+        try:
+            await self.wait_ready(worker)
+        except WorkerStartError as error:
+            worker.log.note(f"restart failed: {error.message}")
+            await self._stop_server(worker)
+            self._set_state(worker, WorkerState.RETIRED)
+            return False
+        return True
+
+    def retire(self, worker: Worker) -> None:
+        self._set_state(worker, WorkerState.RETIRED)
+
+    # --- stop ------------------------------------------------------------------------------
+
+    async def _stop_server(self, worker: Worker) -> None:
+        if worker.pane_pid:
+            await procs.terminate_group(worker.pane_pid)
+            if self.settings.journal:
+                self.settings.journal.remove_process(worker.pane_pid)
+        if self._tmux is not None:
+            self._tmux.kill_session(worker.session)
+
+    def _drop_data_dir(self, folder: Path) -> None:
+        remove_dir(folder)
+        if self.settings.journal:
+            self.settings.journal.remove_dir(folder)
+
+    def kill_now(self) -> None:
+        """Second Ctrl-C: SIGKILL every server at once."""
+        for worker in self.workers:
+            if worker.pane_pid:
+                procs.kill_group_now(worker.pane_pid)
+
+    async def shutdown(self) -> None:
+        """Stop every server (in stages), the tmux server, and remove the data folders."""
+        await asyncio.gather(
+            *(procs.terminate_group(w.pane_pid) for w in self.workers if w.pane_pid)
+        )
+        if self._tmux is not None:
+            self._tmux.kill()
+        for worker in self.workers:
+            worker.log.close()
+            self._drop_data_dir(worker.data_dir)
+            if worker.state != WorkerState.RETIRED:
+                worker.state = WorkerState.STOPPED
+        await self._client.aclose()
+
+
+def check_ports(ports: list[int]) -> None:
+    """Raise :class:`PortInUseError` naming every busy port and, where readable, its holder."""
+    busy = [port for port in ports if not port_is_free(port)]
+    holders = procs.listeners(ports)
+    busy = sorted(set(busy) | set(holders))
+    if busy:
+        described = ", ".join(
+            f"{port} (held by {holders.get(port, 'an unknown process')})" for port in busy
+        )
+        raise PortInUseError(
+            f"worker port(s) already in use: {described}. testpool never stops a process it "
+            "did not start: free the port(s) or change port_base"
+        )
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+        # SO_REUSEADDR: a port in TIME_WAIT from an earlier run is free; a listener is not.
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe_socket.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise InfrastructureError(f"cannot check port {port}: {error.strerror}") from None
+    return True
+
+
+async def watch_exit(pid: int, poll: float = 0.2) -> None:
+    """Return when ``pid`` exits: at once through a pidfd where Linux offers one, else by polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while procs.pid_alive(pid):
+            await asyncio.sleep(poll)
+        return
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -1,0 +1,182 @@
+"""The pytest plugin testpool loads into the suite's own pytest (``-p testpool.pytest_plugin``).
+
+Two jobs:
+
+- **process mode** (one pytest per test): writes the test's verdict as JSON to the file named by
+  ``TESTPOOL_RESULT_FILE`` when the session ends.
+- **session mode** (``--testpool-serve``, the default): one long-lived pytest per worker collects
+  once, then runs the node ids it reads, one per line, from the fd ``TESTPOOL_CMD_FD`` and
+  writes one JSON verdict per line to the fd ``TESTPOOL_RESULT_FD``. Between tests every
+  fixture narrower than the session (function, class, module, package) is torn down, so a test
+  sees what it would see in a fresh process, minus the start-up cost. Output is captured per
+  test by pytest's own capture.
+
+This module runs inside the test process, never inside testpool; it imports nothing of testpool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+CMD_FD = "TESTPOOL_CMD_FD"
+RESULT_FD = "TESTPOOL_RESULT_FD"
+RESULT_FILE = "TESTPOOL_RESULT_FILE"
+COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testpool")
+    group.addoption(
+        "--testpool-serve",
+        action="store_true",
+        default=False,
+        help="(testpool internal) run node ids read from TESTPOOL_CMD_FD",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("testpool_serve", False):
+        config.pluginmanager.register(
+            _Server(int(os.environ[CMD_FD]), int(os.environ[RESULT_FD])), "testpool-server"
+        )
+    elif os.environ.get(RESULT_FILE):
+        config.pluginmanager.register(_OneShot(os.environ[RESULT_FILE]), "testpool-oneshot")
+    if os.environ.get(COLLECT_FILE) and config.getoption("collectonly", False):
+        config.pluginmanager.register(_CollectExport(os.environ[COLLECT_FILE]), "testpool-collect")
+
+
+class _CollectExport:
+    """Discovery: write every collected item's node id and defining file as JSON."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        items = []
+        for item in session.items:
+            module_file = item.nodeid.split("::", 1)[0]
+            defined_in = item.location[0].replace(os.sep, "/")
+            items.append([item.nodeid, module_file, defined_in])
+        with open(self._path, "w") as handle:
+            json.dump({"items": items, "errors": session.testsfailed}, handle)
+
+
+class _Collector:
+    """Keeps the reports of the test being run."""
+
+    def __init__(self) -> None:
+        self.reports: list[pytest.TestReport] = []
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.reports.append(report)
+
+
+class _OneShot(_Collector):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        with open(self._path, "w") as handle:
+            json.dump(verdict(self.reports, include_output=False), handle)
+
+
+class _KeepSession:
+    """Stands in for "the next item" so teardown stops at the session: fixtures of every
+    narrower scope are finalized after each test, session-scoped ones live on."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self._session = session
+        self.nodeid = ""
+
+    def listchain(self) -> list[Any]:
+        return [self._session]
+
+
+class _Server(_Collector):
+    def __init__(self, cmd_fd: int, result_fd: int) -> None:
+        super().__init__()
+        self._cmd_fd = cmd_fd
+        self._results = os.fdopen(result_fd, "w", buffering=1)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._results.write(json.dumps(message) + "\n")
+        self._results.flush()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        items = {item.nodeid: item for item in session.items}
+        keep = _KeepSession(session)
+        self._send({"ready": len(items)})
+        with os.fdopen(self._cmd_fd, "r") as commands:
+            for line in commands:
+                nodeid = line.rstrip("\n")
+                item = items.get(nodeid)
+                if item is None:
+                    self._send({"id": nodeid, "outcome": "missing", "duration": 0.0})
+                    continue
+                self.reports = []
+                item._report_sections = []  # a retry on this worker starts with clean sections
+                session.shouldfail = False
+                session.shouldstop = False
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
+                self._send({"id": nodeid, **verdict(self.reports, include_output=True)})
+        # testpool closed the pipe: the worker is done; finalize session fixtures too.
+        session._setupstate.teardown_exact(None)
+        return True
+
+
+def verdict(reports: list[pytest.TestReport], *, include_output: bool) -> dict[str, Any]:
+    """Fold a test's setup/call/teardown reports into one outcome."""
+    outcome = "passed"
+    message = ""
+    for report in reports:
+        if report.failed:
+            outcome = "failed"
+            message = message or _message(report)
+        elif report.skipped and outcome == "passed":
+            if hasattr(report, "wasxfail"):
+                continue  # an expected failure is a pass for the suite
+            outcome = "skipped"
+            message = _skip_reason(report)
+    result: dict[str, Any] = {
+        "outcome": outcome,
+        "duration": sum(report.duration for report in reports),
+        "message": message,
+    }
+    if include_output:
+        result["output"] = _output(reports)
+    return result
+
+
+def _message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", "") or report.longreprtext
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    where = "" if report.when == "call" else f"error in {report.when}: "
+    return (where + first)[:300]
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    return ""
+
+
+def _output(reports: list[pytest.TestReport]) -> str:
+    parts: list[str] = []
+    # Each phase's report repeats the sections of the phases before it: the last has them all.
+    for title, content in reports[-1].sections if reports else ():
+        if content.strip():
+            parts.append(f"----- {title} -----\n{content.rstrip()}")
+    for report in reports:
+        if report.failed and report.longreprtext:
+            parts.append(f"----- {report.when} failure -----\n{report.longreprtext.rstrip()}")
+    return "\n".join(parts) + ("\n" if parts else "")

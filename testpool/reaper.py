@@ -1,0 +1,56 @@
+"""The reaper: a tiny watchdog that cleans up a run whose testpool process was killed.
+
+Every run starts one (``python -m testpool.reaper RECORD``) in its own session, holding the
+read end of a pipe whose only writer is the run. When the run ends — normally, by an
+exception, or by SIGKILL — the kernel closes the write end and the reaper wakes. If the run
+left its record behind (it only does that when it could not clean up itself), the reaper
+cleans it exactly as ``testpool clean`` would. So even ``kill -9`` leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def spawn(record_path: Path) -> int:
+    """Start the reaper for ``record_path``; returns the pipe's write end, which the run keeps."""
+    read_end, write_end = os.pipe()  # non-inheritable: no child of ours holds the write end
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "testpool.reaper", str(record_path)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal must not reach it
+            close_fds=True,
+        )
+    finally:
+        os.close(read_end)
+    return write_end
+
+
+def main(argv: list[str]) -> int:
+    record_path = Path(argv[0])
+    # Blocks until every writer is gone, i.e. until the run has ended one way or another.
+    while sys.stdin.buffer.read(4096):
+        pass
+    if not record_path.exists():
+        return 0  # the run cleaned up after itself
+    from testpool.state import RunRecord, clean_run, is_live
+
+    try:
+        record = RunRecord.from_dict(json.loads(record_path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+    if is_live(record):
+        return 0  # the run is still going (it closed the pipe early): not ours to touch
+    clean_run(record, record_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

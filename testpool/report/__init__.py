@@ -1,0 +1,1 @@
+"""Reporting: pure rendering (``render``), report files (``files``), console reporters (``console``)."""

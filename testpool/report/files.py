@@ -1,0 +1,102 @@
+"""The report files CI systems read: ``junit.xml`` and ``report.json``, written atomically.
+
+Called by the runner at the end of every run, interrupted runs included.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from testpool.fsutil import atomic_write, atomic_write_json
+from testpool.results import RunSummary, Status, TestResult
+
+# Characters XML 1.0 cannot carry (test output may contain any byte).
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+OUTPUT_IN_JUNIT = 64 * 1024
+
+
+def write_reports(summary: RunSummary, results_dir: Path) -> tuple[Path, Path]:
+    junit = results_dir / "junit.xml"
+    report = results_dir / "report.json"
+    atomic_write(junit, junit_xml(summary))
+    atomic_write_json(report, summary.to_dict())
+    return junit, report
+
+
+def split_id(test_id: str) -> tuple[str, str]:
+    """(classname, name) for JUnit: ``a/b.py::C::t`` -> ``a.b.C``, ``t``."""
+    if "::" not in test_id:
+        return "tests", test_id
+    path, *rest = test_id.split("::")
+    module = re.sub(r"\.(py|go)$", "", path).replace("/", ".")
+    return ".".join([module, *rest[:-1]]), rest[-1]
+
+
+def junit_xml(summary: RunSummary) -> str:
+    counts = summary.counts()
+    failures = counts[Status.FAILED] + counts[Status.TIMEOUT]
+    errors = counts[Status.ERROR]
+    skipped = counts[Status.SKIPPED] + counts[Status.NOT_RUN]
+    attributes = {
+        "name": "testpool",
+        "tests": str(len(summary.results)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": str(skipped),
+        "time": f"{summary.wall_time:.3f}",
+    }
+    suites = ET.Element("testsuites", attributes)
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        {**attributes, "timestamp": summary.started_at, "hostname": socket.gethostname()},
+    )
+    for result in summary.results:
+        suite.append(_testcase(result))
+    ET.indent(suites)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    )
+
+
+def _clean(text: str) -> str:
+    return _XML_ILLEGAL.sub("?", text)
+
+
+def _testcase(result: TestResult) -> ET.Element:
+    classname, name = split_id(result.id)
+    case = ET.Element(
+        "testcase",
+        {
+            "classname": classname,
+            "name": name,
+            "file": result.file,
+            "time": f"{result.duration:.3f}",
+        },
+    )
+    properties = ET.SubElement(case, "properties")
+    ET.SubElement(properties, "property", {"name": "testpool.status", "value": result.status.value})
+    if result.worker is not None:
+        ET.SubElement(
+            properties, "property", {"name": "testpool.worker", "value": str(result.worker)}
+        )
+    ET.SubElement(
+        properties, "property", {"name": "testpool.attempts", "value": str(len(result.attempts))}
+    )
+    output = _clean(result.output[-OUTPUT_IN_JUNIT:])
+    message = _clean(result.message)
+    if result.status in (Status.FAILED, Status.TIMEOUT):
+        element = ET.SubElement(case, "failure", {"message": message, "type": result.status.value})
+        element.text = output
+    elif result.status is Status.ERROR:
+        element = ET.SubElement(case, "error", {"message": message, "type": "infrastructure"})
+        element.text = output
+    elif result.status in (Status.SKIPPED, Status.NOT_RUN):
+        reason = message or result.status.value
+        ET.SubElement(case, "skipped", {"message": reason})
+    if output and result.status is Status.FLAKY:
+        ET.SubElement(case, "system-out").text = output
+    return case

@@ -1,0 +1,195 @@
+"""Results as values: a test's status, one attempt at it, its final result, and a run's summary.
+
+Everything here serializes to plain JSON (``to_dict``) and loads back (``from_dict``); the
+reporters, the cache and the benchmark read these and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from testpool.errors import ExitCode
+
+
+class Status(StrEnum):
+    """The verdict on one test."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    ERROR = "error"  # infrastructure: the worker's server died under the test
+    FLAKY = "flaky"  # failed, then passed on a retry
+    SKIPPED = "skipped"  # the test skipped itself
+    CACHED = "cached"  # not run: passed before and nothing it depends on changed
+    NOT_RUN = "not run"  # never started: interrupted, or --max-failures reached
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (Status.FAILED, Status.TIMEOUT, Status.ERROR)
+
+
+# Order of the summary's counts line.
+STATUS_ORDER = (
+    Status.PASSED,
+    Status.FAILED,
+    Status.TIMEOUT,
+    Status.ERROR,
+    Status.FLAKY,
+    Status.SKIPPED,
+    Status.CACHED,
+    Status.NOT_RUN,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one execution of a test produced. Returned by an executor, consumed by the runner."""
+
+    status: Status
+    duration: float
+    output: str = ""
+    message: str = ""  # one line: why it failed, e.g. "timed out after 300 s"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a test on one worker. ``started``/``finished`` are seconds since the run began."""
+
+    worker: int
+    status: Status
+    duration: float
+    started: float
+    finished: float
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "status": self.status.value,
+            "duration": round(self.duration, 4),
+            "started": round(self.started, 4),
+            "finished": round(self.finished, 4),
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        return cls(
+            worker=int(data["worker"]),
+            status=Status(data["status"]),
+            duration=float(data["duration"]),
+            started=float(data["started"]),
+            finished=float(data["finished"]),
+            message=str(data.get("message", "")),
+        )
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The final result of one test in a run."""
+
+    __test__ = False  # not a pytest test class
+
+    id: str
+    file: str
+    status: Status
+    duration: float = 0.0
+    worker: int | None = None
+    attempts: tuple[Attempt, ...] = ()
+    log_path: str | None = None
+    message: str = ""
+    output: str = field(default="", compare=False)  # kept in memory for the summary only
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "file": self.file,
+            "status": self.status.value,
+            "duration": round(self.duration, 4),
+            "worker": self.worker,
+            "attempts": [attempt.to_dict() for attempt in self.attempts],
+            "log": self.log_path,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestResult:
+        return cls(
+            id=str(data["id"]),
+            file=str(data.get("file", "")),
+            status=Status(data["status"]),
+            duration=float(data.get("duration", 0.0)),
+            worker=data.get("worker"),
+            attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts", [])),
+            log_path=data.get("log"),
+            message=str(data.get("message", "")),
+        )
+
+
+@dataclass
+class RunSummary:
+    """All results of a run plus what the run was. Built by the runner, read by the reporters."""
+
+    run_id: str
+    results: list[TestResult]
+    wall_time: float
+    workers: int  # workers actually started (0 when everything was cached)
+    started_at: str
+    interrupted: bool = False
+    fail_on_flaky: bool = False
+    infra_events: list[str] = field(default_factory=list)
+    worker_logs: dict[int, str] = field(default_factory=dict)
+    # A run-stopping problem (a worker that would not start, every worker retired).
+    error: str = ""
+    error_detail: str = ""
+    error_exit: int = 0
+
+    def counts(self) -> Counter[Status]:
+        return Counter(result.status for result in self.results)
+
+    @property
+    def failures(self) -> list[TestResult]:
+        bad = [r for r in self.results if r.status.is_failure]
+        if self.fail_on_flaky:
+            bad += [r for r in self.results if r.status is Status.FLAKY]
+        return bad
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.error:
+            return self.error_exit or ExitCode.FAILED
+        return ExitCode.FAILED if self.failures else ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "wall_time": round(self.wall_time, 4),
+            "workers": self.workers,
+            "interrupted": self.interrupted,
+            "error": self.error,
+            "exit_code": self.exit_code(),
+            "counts": {status.value: counts.get(status, 0) for status in STATUS_ORDER},
+            "infra_events": list(self.infra_events),
+            "worker_logs": {str(k): v for k, v in sorted(self.worker_logs.items())},
+            "tests": [result.to_dict() for result in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        return cls(
+            run_id=str(data["run_id"]),
+            results=[TestResult.from_dict(t) for t in data["tests"]],
+            wall_time=float(data["wall_time"]),
+            workers=int(data["workers"]),
+            started_at=str(data["started_at"]),
+            interrupted=bool(data.get("interrupted", False)),
+            error=str(data.get("error", "")),
+            infra_events=list(data.get("infra_events", [])),
+            worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
+        )

@@ -1,0 +1,533 @@
+"""The orchestrator of one run: routes events between the pool, the scheduler, the executors,
+the cache recorder and the reporter. It decides nothing itself.
+
+Lifecycle (:meth:`Run.execute`): decrypt secrets → record the run (journal + reaper) → launch
+the workers and, at the same time, prepare the executors → one consumer per worker pulls tests
+from the scheduler until it is done → stop everything in stages and remove what we made →
+write the reports. Every exit path goes through the same cleanup: success, failures, a worker
+that would not start, an exception, Ctrl-C or SIGTERM (first: stop gracefully; second: kill now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets as random_source
+import shutil
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from testpool import procs, reaper
+from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
+from testpool.errors import InfrastructureError, TestpoolError
+from testpool.execution import ProcessTracker
+from testpool.fsutil import safe_filename
+from testpool.isolation import make_private_dir, remove_dir, reseed_data_dir
+from testpool.pool import Pool, PoolSettings, Worker, WorkerState
+from testpool.report.render import Board, WorkerView
+from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult
+from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.scheduler import Scheduler
+from testpool.secrets import Redactor, load_secrets
+from testpool.state import RunJournal
+
+if TYPE_CHECKING:
+    from testpool.config import Config
+    from testpool.report.console import PlainReporter
+    from testpool.runners.base import Executor, Runner, WorkerExecutor
+
+T = TypeVar("T")
+CACHE_FLUSH_INTERVAL = 1.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The per-invocation choices from the command line."""
+
+    full: bool = False
+    pattern: str | None = None
+    verbose: bool = False
+    retries: int = 0
+    max_failures: int | None = None
+    fail_on_flaky: bool = False
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + random_source.token_hex(3)
+
+
+class CacheRecorder:
+    """Collects final results and merges them into the cache file at most once a second,
+    off the event loop, and once more at the end (so an interrupted run keeps what finished)."""
+
+    def __init__(self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]]) -> None:
+        self.store = store
+        self.inputs = inputs
+        self.secret_names: tuple[str, ...] = ()
+        self._pending: dict[str, CacheEntry] = {}
+
+    def add(self, result: TestResult) -> None:
+        if result.status in (Status.NOT_RUN, Status.CACHED):
+            return
+        self._pending[result.id] = CacheEntry(
+            result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names
+        )
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CACHE_FLUSH_INTERVAL)
+            await asyncio.to_thread(self.flush)
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        self.store.record(batch)
+
+
+class Run:
+    """One run of the tests that the cache did not skip."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: RunOptions,
+        runner: Runner,
+        *,
+        to_run: list[PlanItem],
+        cached: list[PlanItem],
+        order: list[str],
+        durations: Mapping[str, float],
+        store: CacheStore,
+        reporter: PlainReporter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.runner = runner
+        self.to_run = to_run
+        self.cached = cached
+        self.order = order
+        self.durations = durations
+        self.reporter = reporter
+        self.clock = clock
+        self.run_id = new_run_id()
+        self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
+        self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run})
+        self.results: dict[str, TestResult] = {}
+        self.attempts: dict[str, list[Attempt]] = defaultdict(list)
+        self.logs: dict[str, list[str]] = defaultdict(list)
+        self.infra_events: list[str] = []
+        self.interrupted = False
+        self.error: TestpoolError | None = None
+        self.redact = Redactor([])
+        self.tracker = ProcessTracker()
+        self.sessions: dict[int, WorkerExecutor] = {}
+        self.executor: Executor | None = None
+        self.pool: Pool | None = None
+        self.scheduler: Scheduler | None = None
+        self._changed = asyncio.Event()
+        self._started = 0.0
+        self._started_at = ""
+
+    # --- the whole run ---------------------------------------------------------------------
+
+    async def execute(self) -> RunSummary:
+        self._started = self.clock()
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        main = asyncio.current_task()
+        assert main is not None
+        self._install_signal_handlers(main)
+        journal: RunJournal | None = None
+        reaper_fd: int | None = None
+        scratch: Path | None = None
+        flusher: asyncio.Task[None] | None = None
+        try:
+            secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
+            self.redact = Redactor.for_secrets(secrets)
+            self.recorder.secret_names = tuple(sorted(secrets))
+            self._prepare_results_dir()
+            journal = RunJournal(self.run_id, self.config.root)
+            reaper_fd = reaper.spawn(journal.path)
+            scratch = make_private_dir("run")
+            journal.add_dir(scratch)
+            flusher = asyncio.ensure_future(self.recorder.flush_periodically())
+            try:
+                await self._run_all(secrets, scratch, journal)
+            except asyncio.CancelledError:
+                if not self.interrupted:
+                    raise
+                main.uncancel()
+            except InfrastructureError as error:
+                self.error = error
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+            await self._cleanup(journal, scratch)
+            self.recorder.flush()
+            if journal is not None:
+                journal.close()
+            if reaper_fd is not None:
+                os.close(reaper_fd)
+            self._remove_signal_handlers()
+        return self._summary()
+
+    async def _run_all(
+        self, secrets: Mapping[str, str], scratch: Path, journal: RunJournal
+    ) -> None:
+        count = min(self.config.workers, len(self.to_run))
+        pool = self.pool = Pool(
+            PoolSettings(
+                config=self.config,
+                run_id=self.run_id,
+                secrets=secrets,
+                redact=self.redact,
+                scratch=scratch,
+                logs_dir=self.config.results_path / "logs",
+                journal=journal,
+            )
+        )
+        context = ExecContext(
+            root=self.config.root,
+            scratch=scratch,
+            tracker=self.tracker,
+            redact=self.redact,
+            base_env={**os.environ, **self.config.env},
+        )
+        executor = self.executor = self.runner.executor(context)
+        workers = pool.launch(count)
+        pool.on_change(self._worker_changed)
+        self.reporter.start(self._board(workers))
+        self.reporter.note(f"workers: {pool.attach_hint} (while it runs)")
+        preparing = asyncio.ensure_future(executor.prepare([item.case for item in self.to_run]))
+        try:
+            await _all_or_nothing([self._bring_up(worker, executor) for worker in workers])
+            decided = await preparing
+        finally:
+            if not preparing.done():
+                preparing.cancel()
+                await asyncio.gather(preparing, return_exceptions=True)
+        for test_id, outcome in decided.items():
+            self._finalize(self.cases[test_id], outcome.status, outcome, worker=None)
+        remaining = [item.case.id for item in self.to_run if item.case.id not in decided]
+        self.scheduler = Scheduler(
+            remaining,
+            workers=[w.index for w in workers],
+            durations=self.durations,
+            retries=self.options.retries,
+            max_failures=self.options.max_failures,
+        )
+        await _all_or_nothing([self._consume(worker) for worker in workers])
+
+    async def _bring_up(self, worker: Worker, executor: Executor) -> None:
+        assert self.pool is not None
+        session = executor.for_worker(self._worker_context(worker))
+        self.sessions[worker.index] = session
+        # The executor (e.g. pytest collecting) gets ready while the server starts.
+        await _all_or_nothing([self.pool.wait_ready(worker), session.start()])
+
+    def _worker_context(self, worker: Worker) -> WorkerContext:
+        assert self.pool is not None
+        return WorkerContext(worker.index, worker.port, worker.data_dir, self.pool.test_env(worker))
+
+    # --- one consumer per worker -----------------------------------------------------------
+
+    async def _consume(self, worker: Worker) -> None:
+        scheduler = self.scheduler
+        assert scheduler is not None and self.pool is not None
+        fresh_data = True
+        while True:
+            task = scheduler.next_for(worker.index)
+            if task is None:
+                if scheduler.done or worker.index not in scheduler.live_workers:
+                    self._notify()
+                    return
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            case = self.cases[task.test_id]
+            if self.config.isolation == "test" and not fresh_data:
+                await asyncio.to_thread(reseed_data_dir, worker.data_dir, self.config.seed_path)
+            fresh_data = False
+            outcome, started = await self._attempt(worker, case)
+            decision = scheduler.finish(worker.index, outcome.status)
+            self._record_attempt(case, worker, outcome, started)
+            if decision.final is not None:
+                self._finalize(case, decision.final, outcome, worker=worker.index)
+            else:
+                self.reporter.note(
+                    f"RETRY    {case.id} ({outcome.status.value} on w{worker.index}: "
+                    f"{outcome.message or 'no message'})"
+                )
+            self._notify()
+            if not await self._worker_fit(worker, outcome):
+                if not await self._restart(worker, outcome):
+                    scheduler.retire_worker(worker.index)
+                    self.infra_events.append(f"worker {worker.index} retired (server kept dying)")
+                    if not scheduler.live_workers:
+                        scheduler.stop()
+                        self.error = InfrastructureError(
+                            "every worker was retired after repeated server crashes; "
+                            "see the worker logs"
+                        )
+                    self._notify()
+                    return
+                fresh_data = True
+
+    async def _attempt(self, worker: Worker, case: TestCase) -> tuple[Outcome, float]:
+        """Run one test on ``worker``; a server that dies meanwhile ends it as an error."""
+        assert self.pool is not None
+        session = self.sessions[worker.index]
+        started = self.clock()
+        worker.state, worker.current_test, worker.since = WorkerState.RUNNING, case.id, started
+        self.reporter.test_started(worker.index, case.id)
+        running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
+        death = asyncio.ensure_future(self.pool.wait_for_death(worker))
+        try:
+            await asyncio.wait({running, death}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            running.cancel()
+            death.cancel()
+            await asyncio.gather(running, death, return_exceptions=True)
+            raise
+        finally:
+            worker.state, worker.current_test = WorkerState.IDLE, None
+        if running.done():
+            death.cancel()
+            await asyncio.gather(death, return_exceptions=True)
+            outcome = running.result()
+            if outcome.status in (Status.FAILED, Status.TIMEOUT) and not self.pool.alive(worker):
+                outcome = _server_died(outcome)
+        else:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            outcome = _server_died(Outcome(Status.ERROR, self.clock() - started))
+        return (
+            Outcome(outcome.status, outcome.duration, self.redact(outcome.output),
+                    self.redact(outcome.message)),
+            started,
+        )  # fmt: skip
+
+    async def _worker_fit(self, worker: Worker, outcome: Outcome) -> bool:
+        """May ``worker`` take another test? (Checked after every test.)"""
+        assert self.pool is not None
+        if not self.pool.alive(worker):
+            return False
+        if outcome.status in (Status.TIMEOUT, Status.ERROR):
+            return await self.pool.healthy(worker)
+        return True
+
+    async def _restart(self, worker: Worker, outcome: Outcome) -> bool:
+        assert self.pool is not None
+        reason = "server died" if not self.pool.alive(worker) else "server unhealthy"
+        self.infra_events.append(
+            f"worker {worker.index}: {reason} after {outcome.status.value} test; restarting"
+        )
+        self.reporter.note(f"worker {worker.index}: {reason}; restarting it on a fresh DATA_DIR")
+        await self.sessions[worker.index].close()
+        if not await self.pool.restart(worker, reason):
+            return False
+        assert self.executor is not None
+        session = self.executor.for_worker(self._worker_context(worker))
+        self.sessions[worker.index] = session
+        await session.start()
+        return True
+
+    # --- results ---------------------------------------------------------------------------
+
+    def _record_attempt(
+        self, case: TestCase, worker: Worker, outcome: Outcome, started: float
+    ) -> None:
+        attempt = Attempt(
+            worker=worker.index,
+            status=outcome.status,
+            duration=outcome.duration,
+            started=started - self._started,
+            finished=self.clock() - self._started,
+            message=outcome.message,
+        )
+        self.attempts[case.id].append(attempt)
+        header = (
+            f"===== attempt {len(self.attempts[case.id])} on worker {worker.index} "
+            f"(port {worker.port}): {outcome.status.value} in {outcome.duration:.2f}s ====="
+        )
+        self.logs[case.id].append(
+            "\n".join(filter(None, [header, outcome.message, outcome.output]))
+        )
+
+    def _finalize(
+        self, case: TestCase, status: Status, outcome: Outcome, *, worker: int | None
+    ) -> None:
+        log_path = self._write_test_log(case, outcome)
+        result = TestResult(
+            id=case.id,
+            file=case.file,
+            status=status,
+            duration=outcome.duration,
+            worker=worker,
+            attempts=tuple(self.attempts.get(case.id, ())),
+            log_path=log_path,
+            message=outcome.message,
+            output=outcome.output,
+        )
+        self.results[case.id] = result
+        self.recorder.add(result)
+        self.reporter.test_finished(result, self._remaining_estimate())
+
+    def _write_test_log(self, case: TestCase, outcome: Outcome) -> str:
+        path = self.config.results_path / "logs" / "tests" / f"{safe_filename(case.id)}.log"
+        text = "\n".join(self.logs.get(case.id) or [self.redact(outcome.output)])
+        path.write_text(text + "\n")
+        return _display_path(path, self.config.root)
+
+    def _remaining_estimate(self) -> float | None:
+        """Seconds of test time left, from recorded durations (None when none are known)."""
+        if self.scheduler is None or self.pool is None or not self.durations:
+            return None
+        default = sum(self.durations.values()) / len(self.durations)
+        estimate = sum(self.durations.get(t, default) for t in self.scheduler.pending)
+        now = self.clock()
+        for worker in self.pool.workers:
+            if worker.current_test is not None:
+                expected = self.durations.get(worker.current_test, default)
+                estimate += max(0.0, expected - (now - worker.since))
+        return estimate
+
+    def _summary(self) -> RunSummary:
+        results: list[TestResult] = []
+        cached = {item.case.id: item for item in self.cached}
+        reason = (
+            "interrupted"
+            if self.interrupted
+            else ("stopped: --max-failures reached" if self.options.max_failures else "not run")
+        )
+        if self.error is not None:
+            reason = "not run: " + self.error.message
+        for test_id in self.order:
+            if test_id in self.results:
+                results.append(self.results[test_id])
+            elif test_id in cached:
+                results.append(
+                    TestResult(
+                        test_id, cached[test_id].case.file, Status.CACHED, message="unchanged"
+                    )
+                )
+            elif test_id in self.cases:
+                results.append(TestResult(
+                    test_id, self.cases[test_id].file, Status.NOT_RUN,
+                    attempts=tuple(self.attempts.get(test_id, ())), message=reason,
+                ))  # fmt: skip
+        workers = self.pool.workers if self.pool else []
+        return RunSummary(
+            run_id=self.run_id,
+            results=results,
+            wall_time=self.clock() - self._started,
+            workers=len(workers),
+            started_at=self._started_at,
+            interrupted=self.interrupted,
+            fail_on_flaky=self.options.fail_on_flaky,
+            infra_events=self.infra_events,
+            worker_logs={w.index: _display_path(w.log.path, self.config.root) for w in workers},
+            error=self.error.message if self.error else "",
+            error_detail=self.error.detail if self.error else "",
+            error_exit=self.error.exit_code if self.error else 0,
+        )
+
+    # --- the live view ---------------------------------------------------------------------
+
+    def _board(self, workers: list[Worker]) -> Board:
+        return Board(
+            total=len(self.to_run),
+            started=self._started,
+            workers=[WorkerView(w.index, w.port, w.state) for w in workers],
+        )
+
+    def _worker_changed(self, worker: Worker) -> None:
+        self.reporter.worker_changed(
+            WorkerView(worker.index, worker.port, worker.state, worker.current_test, worker.since)
+        )
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def _install_signal_handlers(self, main: asyncio.Task[Any]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_signal(name: str) -> None:
+            if not self.interrupted:
+                self.interrupted = True
+                self.reporter.note(f"{name}: stopping the run (press Ctrl-C again to kill at once)")
+                if self.scheduler is not None:
+                    self.scheduler.stop()
+                main.cancel()
+            else:
+                procs.hurry()
+                self.tracker.kill_all_now()
+                if self.pool is not None:
+                    self.pool.kill_now()
+
+        for sig in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, sig.name)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    async def _cleanup(self, journal: RunJournal | None, scratch: Path | None) -> None:
+        """Stop everything this run started, in stages, whatever state it is in."""
+        self.reporter.stop()
+        await asyncio.gather(
+            *(session.close() for session in self.sessions.values()), return_exceptions=True
+        )
+        procs.terminate_groups(self.tracker.groups)
+        if self.pool is not None:
+            await self.pool.shutdown()
+        # Anything that escaped its process group still carries our run id.
+        strays = procs.processes_of_run(self.run_id)
+        if strays:
+            procs.kill_processes(strays)
+        if scratch is not None:
+            remove_dir(scratch)
+            if journal is not None:
+                journal.remove_dir(scratch)
+        procs.reset_hurry()
+
+    def _prepare_results_dir(self) -> None:
+        logs = self.config.results_path / "logs"
+        shutil.rmtree(logs, ignore_errors=True)
+        (logs / "tests").mkdir(parents=True, exist_ok=True)
+
+
+def _server_died(outcome: Outcome) -> Outcome:
+    message = "the worker's server died during this test"
+    return Outcome(Status.ERROR, outcome.duration, outcome.output, message)
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+async def _all_or_nothing(awaitables: list[Awaitable[T]]) -> list[T]:
+    """Await all; on the first failure cancel the rest, wait for them, and raise it."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,94 @@
+"""The interface every runner implements, and what executors are told about a worker.
+
+A runner does three things: list the tests (:meth:`Runner.discover`), say which files are a
+test's own inputs and which are shared helpers (for the cache), and build an :class:`Executor`
+that runs one test at a time on a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from testpool.execution import ProcessTracker
+    from testpool.hashing import FileHasher
+    from testpool.results import Outcome
+    from testpool.secrets import Redactor
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """A discovered test. ``file`` is the root-relative file that defines it ("" if unknown)."""
+
+    __test__ = False  # not a pytest test class
+
+    id: str
+    file: str
+    # Other files that define it (e.g. the module of an inherited test method).
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What an executor knows about the worker it runs tests on."""
+
+    index: int
+    port: int
+    data_dir: Path
+    env: Mapping[str, str]  # the full environment for a test on this worker
+
+
+@dataclass(frozen=True)
+class ExecContext:
+    """Run-wide things an executor needs: where to work and who tracks processes."""
+
+    root: Path
+    scratch: Path  # private 0700 folder of this run
+    tracker: ProcessTracker
+    redact: Redactor
+    base_env: Mapping[str, str]  # os.environ + config env (no worker or secret values)
+
+
+class WorkerExecutor(Protocol):
+    """Runs tests one at a time on one worker. Created per worker (and per server restart)."""
+
+    async def start(self) -> None:
+        """Get ready before the first test (may overlap the dev server's start-up)."""
+
+    async def run(self, case: TestCase, timeout: float) -> Outcome:
+        """Run one test to a verdict. Never raises for a test's own failure."""
+
+    async def close(self) -> None:
+        """Stop whatever the executor keeps running for this worker."""
+
+
+class Executor(Protocol):
+    async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
+        """One-time work before any test runs (e.g. compiling). Returns tests already decided
+        (e.g. the tests of a package that failed to compile)."""
+
+    def for_worker(self, worker: WorkerContext) -> WorkerExecutor: ...
+
+
+class Runner(Protocol):
+    name: str
+
+    def discover(self) -> list[TestCase]:
+        """Every test under ``tests``, in discovery order."""
+
+    def discovery_key(self, hasher: FileHasher) -> str | None:
+        """A digest of everything discovery depends on, or None if it cannot be cached."""
+
+    def own_files(self, case: TestCase) -> list[Path]:
+        """Files whose change reruns just this test (and the others defined with it)."""
+
+    def helper_files(self) -> list[Path]:
+        """Files whose change reruns everything, when ``helpers`` is not configured."""
+
+    def config_inputs(self) -> dict[str, Any]:
+        """Runner settings read from elsewhere (e.g. pytest's ini options), for the cache key."""
+
+    def executor(self, context: ExecContext) -> Executor: ...

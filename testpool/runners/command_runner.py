@@ -1,0 +1,115 @@
+"""The command runner: any test framework, through two shell commands.
+
+``discover`` prints one test id per line; ``run`` is a template in which ``{id}`` is replaced by
+the (shell-quoted) id. Exit status 0 is a pass, 77 a skip (the automake convention), anything
+else a failure. An id of the form ``path::name`` whose ``path`` is a file under the root ties
+the test to that file for the cache.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testpool.errors import DiscoveryError, NoTestsError
+from testpool.execution import ProcessResult
+from testpool.fsutil import tail
+from testpool.results import Status
+from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.runners.process import ProcessPerTest
+
+if TYPE_CHECKING:
+    from testpool.config import Config
+    from testpool.hashing import FileHasher
+    from testpool.results import Outcome
+    from testpool.runners.base import Executor, WorkerExecutor
+
+SKIP_STATUS = 77
+DISCOVERY_TIMEOUT = 600.0
+SHELL = "/bin/sh"
+
+
+class CommandRunner:
+    name = "command"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.root
+
+    def discover(self) -> list[TestCase]:
+        assert self.config.discover is not None
+        command = self.config.expand(self.config.discover)
+        try:
+            done = subprocess.run(
+                [SHELL, "-c", command], cwd=self.root, capture_output=True, text=True,
+                env=self._env(), timeout=DISCOVERY_TIMEOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise DiscoveryError("the discover command took too long") from None
+        if done.returncode != 0:
+            raise DiscoveryError(
+                f"the discover command failed (exit status {done.returncode}): {command}",
+                detail=tail(done.stdout + done.stderr, 30),
+            )
+        seen: dict[str, TestCase] = {}
+        for line in done.stdout.splitlines():
+            test_id = line.strip()
+            if test_id and test_id not in seen:
+                seen[test_id] = TestCase(test_id, self._file_of(test_id))
+        if not seen:
+            raise NoTestsError(f"the discover command printed no test ids: {command}")
+        return list(seen.values())
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        return {**os.environ, **self.config.env}
+
+    def _file_of(self, test_id: str) -> str:
+        if "::" not in test_id:
+            return ""
+        candidate = test_id.split("::", 1)[0]
+        return candidate if (self.root / candidate).is_file() else ""
+
+    def discovery_key(self, hasher: FileHasher) -> str | None:
+        return None  # the command may depend on anything: always ask it
+
+    def own_files(self, case: TestCase) -> list[Path]:
+        return [self.root / case.file] if case.file else []
+
+    def helper_files(self) -> list[Path]:
+        return []
+
+    def config_inputs(self) -> dict[str, Any]:
+        return {}
+
+    def executor(self, context: ExecContext) -> Executor:
+        return CommandExecutor(self, context)
+
+
+class CommandExecutor:
+    def __init__(self, runner: CommandRunner, context: ExecContext) -> None:
+        self.runner = runner
+        self.context = context
+
+    async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
+        return {}
+
+    def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
+        return ProcessPerTest(self.context, worker, self._build, _interpret)
+
+    def _build(self, case: TestCase) -> tuple[Sequence[str], Path]:
+        assert self.runner.config.run is not None
+        template = self.runner.config.expand(self.runner.config.run)
+        return [SHELL, "-c", template.replace("{id}", shlex.quote(case.id))], self.runner.root
+
+
+def _interpret(case: TestCase, result: ProcessResult, output: str) -> tuple[Status, str]:
+    if result.returncode == 0:
+        return Status.PASSED, ""
+    if result.returncode == SKIP_STATUS:
+        return Status.SKIPPED, ""
+    return Status.FAILED, f"exit status {result.returncode}"

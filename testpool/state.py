@@ -1,0 +1,232 @@
+"""Run records: what a live run started, so that nothing outlives it.
+
+While a run lives, ``<state dir>/runs/<run id>.json`` (folder mode 0700) lists its pid and start
+time, its tmux socket, the process groups it started (with their leaders' start times), its
+ports and its temp folders. A run that ends normally deletes its record. A record whose
+testpool process is gone belongs to a dead run: :func:`clean_run` stops whatever of it is still
+alive — after checking that each process is still the one recorded, or carries the run's id in
+its environment — and removes its folders and tmux server.
+
+Called by the pool (record), the reaper and the CLI (``testpool clean``, and the sweep at the
+start of every run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from testpool import procs
+from testpool.config import state_home
+from testpool.fsutil import atomic_write_json
+from testpool.isolation import TEMP_PREFIX, remove_dir
+
+
+@dataclass
+class ProcessRecord:
+    pgid: int
+    start: float | None
+    what: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pgid": self.pgid, "start": self.start, "what": self.what}
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    pid: int
+    pid_start: float | None
+    root: str
+    started_at: str
+    socket: str | None = None
+    ports: list[int] = field(default_factory=list)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "root": self.root,
+            "started_at": self.started_at,
+            "socket": self.socket,
+            "ports": self.ports,
+            "processes": [p.to_dict() for p in self.processes],
+            "dirs": self.dirs,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        return cls(
+            run_id=str(data["run_id"]),
+            pid=int(data["pid"]),
+            pid_start=data.get("pid_start"),
+            root=str(data.get("root", "")),
+            started_at=str(data.get("started_at", "")),
+            socket=data.get("socket"),
+            ports=[int(p) for p in data.get("ports", [])],
+            processes=[
+                ProcessRecord(int(p["pgid"]), p.get("start"), str(p.get("what", "")))
+                for p in data.get("processes", [])
+            ],
+            dirs=[str(d) for d in data.get("dirs", [])],
+        )
+
+
+def runs_folder() -> Path:
+    folder = state_home() / "runs"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+class RunJournal:
+    """The record of the current run; every change is written at once (atomically)."""
+
+    def __init__(self, run_id: str, root: Path) -> None:
+        self.path = runs_folder() / f"{run_id}.json"
+        self.record = RunRecord(
+            run_id=run_id,
+            pid=os.getpid(),
+            pid_start=procs.start_time(os.getpid()),
+            root=str(root),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.record.to_dict(), mode=0o600)
+
+    def set_socket(self, socket: str, ports: list[int]) -> None:
+        self.record.socket = socket
+        self.record.ports = ports
+        self.save()
+
+    def add_process(self, pgid: int, what: str) -> None:
+        self.record.processes.append(ProcessRecord(pgid, procs.start_time(pgid), what))
+        self.save()
+
+    def remove_process(self, pgid: int) -> None:
+        self.record.processes = [p for p in self.record.processes if p.pgid != pgid]
+        self.save()
+
+    def add_dir(self, path: Path) -> None:
+        self.record.dirs.append(str(path))
+        self.save()
+
+    def remove_dir(self, path: Path) -> None:
+        self.record.dirs = [d for d in self.record.dirs if d != str(path)]
+        self.save()
+
+    def close(self) -> None:
+        """The run ended and released everything: forget it."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class CleanReport:
+    """What :func:`clean_run` found and removed for one dead run."""
+
+    run_id: str
+    processes: int = 0
+    tmux_server: bool = False
+    dirs: int = 0
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.processes or self.tmux_server or self.dirs)
+
+    def describe(self) -> str:
+        parts = []
+        if self.processes:
+            parts.append(f"{self.processes} process(es)")
+        if self.tmux_server:
+            parts.append("its tmux server")
+        if self.dirs:
+            parts.append(f"{self.dirs} temp folder(s)")
+        return f"run {self.run_id}: removed " + (", ".join(parts) if parts else "its record")
+
+
+def load_records() -> list[tuple[Path, RunRecord | None]]:
+    """Every run record; an unreadable one comes back as None (and is cleaned as dead)."""
+    found: list[tuple[Path, RunRecord | None]] = []
+    for path in sorted(runs_folder().glob("*.json")):
+        try:
+            found.append((path, RunRecord.from_dict(json.loads(path.read_text()))))
+        except (OSError, ValueError, KeyError, TypeError):
+            found.append((path, None))
+    return found
+
+
+def is_live(record: RunRecord) -> bool:
+    """Is the run's testpool process still the one that wrote the record?"""
+    return procs.is_same_process(record.pid, record.pid_start)
+
+
+def clean_run(record: RunRecord, path: Path | None = None) -> CleanReport:
+    """Stop and remove everything a dead run left behind. Never raises for a missing piece."""
+    report = CleanReport(record.run_id)
+    # 1. Process groups we recorded, if their leader is still the process we started.
+    groups = [p.pgid for p in record.processes if procs.is_same_process(p.pgid, p.start)]
+    # 2. Anything else carrying the run's id (a process that left its group, a test process).
+    strays = [p for p in procs.processes_of_run(record.run_id) if _pgid(p.pid) not in groups]
+    report.processes = len(groups) + len(strays)
+    procs.terminate_groups(groups)
+    procs.kill_processes(strays)
+    # 3. The tmux server, then its socket file.
+    if record.socket:
+        report.tmux_server = kill_tmux_server(record.socket)
+    # 4. Folders, only if they are named like ours.
+    for folder in map(Path, record.dirs):
+        if folder.name.startswith(TEMP_PREFIX) and folder.exists():
+            remove_dir(folder)
+            report.dirs += 1
+    if path is not None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return report
+
+
+def kill_tmux_server(socket: str) -> bool:
+    """Kill a run's tmux server and remove its socket. True if there was anything to remove."""
+    from testpool.errors import InfrastructureError
+    from testpool.tmux import TmuxServer
+
+    try:
+        server = TmuxServer(socket)
+    except InfrastructureError:
+        return False  # no tmux installed: there cannot be a server
+    socket_path = server.socket_path()
+    existed = server.is_alive() or (socket_path is not None and socket_path.exists())
+    server.kill()
+    return existed
+
+
+def sweep_dead_runs() -> list[CleanReport]:
+    """Clean every run whose testpool process is gone. Live runs are left alone."""
+    reports = []
+    for path, record in load_records():
+        if record is None:
+            path.unlink(missing_ok=True)
+            continue
+        if not is_live(record):
+            reports.append(clean_run(record, path))
+    return reports
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None

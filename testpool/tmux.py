@@ -1,0 +1,172 @@
+"""The one module that talks to tmux (through libtmux).
+
+A run owns one tmux server on a private socket (``testpool-<run id>``), started with no user
+configuration (``-f /dev/null``), and one session per worker. Each tmux call is a single
+invocation: creating a worker's session, keeping its pane after the server exits (so a crash is
+readable) and piping its output to a log all happen in one command list, before tmux reads a
+byte of the pane, so not even the first line of a server that dies at once is lost.
+
+Called by the pool (start, spawn, inspect, stop) and by ``testpool clean`` (kill a dead run's
+server). Everything raises :class:`~testpool.errors.InfrastructureError` on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import threading
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testpool.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+SOCKET_PREFIX = "testpool"
+# Variables that would point a worker at the user's own tmux, not at ours.
+_TMUX_VARIABLES = ("TMUX", "TMUX_PANE")
+_environ_lock = threading.Lock()
+
+
+def tmux_binary() -> str:
+    """Path of tmux, or an infrastructure error saying how to get it."""
+    found = shutil.which("tmux")
+    if not found:
+        raise InfrastructureError("tmux is not installed (testpool runs each worker in tmux)")
+    return found
+
+
+@dataclass(frozen=True)
+class PaneInfo:
+    """A worker session's single pane."""
+
+    pid: int
+    dead: bool
+    exit_status: int | None
+
+
+class TmuxServer:
+    """A private tmux server for one run. Not thread-safe; the pool serializes calls."""
+
+    def __init__(self, socket_name: str) -> None:
+        if not socket_name.startswith(SOCKET_PREFIX):
+            raise ValueError("testpool only drives tmux servers on its own sockets")
+        tmux_binary()
+        import libtmux  # deferred: a fully cached run never needs it
+
+        self.socket_name = socket_name
+        self._server = libtmux.Server(socket_name=socket_name, config_file="/dev/null")
+
+    @property
+    def attach_command(self) -> str:
+        return f"tmux -L {self.socket_name} attach -t"
+
+    def start(self, environment: Mapping[str, str]) -> None:
+        """Start the server with ``environment`` as its global environment.
+
+        Secrets reach the workers through this environment rather than on a command line,
+        where any user on the machine could read them in the process list.
+        """
+        with _patched_environ(environment):
+            self._run(
+                "start-server",
+                ";", "set-option", "-g", "exit-empty", "off",
+                ";", "set-option", "-g", "history-limit", "5000",
+                ";", "set-option", "-g", "-w", "remain-on-exit", "on",
+            )  # fmt: skip
+
+    def spawn(
+        self,
+        session: str,
+        command: str,
+        *,
+        cwd: Path,
+        environment: Mapping[str, str],
+        log_command: str,
+    ) -> int:
+        """Create ``session`` running ``command`` and return the pane's pid (its process group).
+
+        ``environment`` is set on the session (``new-session -e``), so it overrides the server's
+        global environment for this worker only. ``log_command`` receives the pane's output.
+        """
+        args = ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd)]
+        for name, value in environment.items():
+            args.append(f"-e{name}={value}")
+        args += ["-P", "-F", "#{pane_pid}", command]
+        args += [";", "pipe-pane", "-o", "-t", f"={session}:", log_command]
+        result = self._run(*args)
+        try:
+            return int(result[0])
+        except (IndexError, ValueError):
+            raise InfrastructureError(f"tmux did not report a pid for {session}") from None
+
+    def pane(self, session: str) -> PaneInfo | None:
+        """The state of a session's pane, or None if the session is gone."""
+        proc = self._server.cmd(
+            "list-panes", "-t", f"={session}:", "-F", "#{pane_pid} #{pane_dead} #{pane_dead_status}"
+        )
+        if proc.returncode != 0 or not proc.stdout:
+            return None
+        pid, dead, status = [*proc.stdout[0].split(" "), "", ""][:3]
+        return PaneInfo(int(pid), dead == "1", int(status) if status.isdigit() else None)
+
+    def capture(self, session: str, lines: int = 40) -> str:
+        """The last ``lines`` lines the pane showed (a fallback when the log is empty)."""
+        proc = self._server.cmd("capture-pane", "-p", "-J", "-t", f"={session}:", "-S", f"-{lines}")
+        return "\n".join(proc.stdout).rstrip() if proc.returncode == 0 else ""
+
+    def kill_session(self, session: str) -> None:
+        self._server.cmd("kill-session", "-t", f"={session}")
+
+    def is_alive(self) -> bool:
+        return bool(self._server.cmd("list-sessions").returncode == 0)
+
+    def kill(self) -> None:
+        """Kill the server and remove its socket file (tmux leaves it behind)."""
+        socket_path = self.socket_path()
+        self._server.cmd("kill-server")
+        if socket_path is not None:
+            try:
+                socket_path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def socket_path(self) -> Path | None:
+        """Where tmux keeps this server's socket (``$TMUX_TMPDIR/tmux-UID/NAME``)."""
+        base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        return Path(base) / f"tmux-{os.getuid()}" / self.socket_name
+
+    def _run(self, *args: str) -> list[str]:
+        proc = self._server.cmd(*args)
+        if proc.returncode != 0:
+            message = " ".join(proc.stderr) or f"exit status {proc.returncode}"
+            raise InfrastructureError(f"tmux {args[0]} failed: {message}")
+        return list(proc.stdout)
+
+
+def log_pipe_command(path: Path) -> str:
+    """The ``pipe-pane`` command that appends a pane's output to ``path``."""
+    return f"exec cat >> {shlex.quote(str(path))}"
+
+
+@contextmanager
+def _patched_environ(environment: Mapping[str, str]) -> Iterator[None]:
+    """Run one tmux call with ``environment`` as the process environment.
+
+    libtmux starts tmux with this process's environment and offers no other way to pass one,
+    so the environment is swapped for the duration of the call under a lock.
+    """
+    with _environ_lock:
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update({k: v for k, v in environment.items() if k not in _TMUX_VARIABLES})
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
