@@ -170,7 +170,6 @@ def summary_renderables(
         line = Text(
             f"all {len(summary.results)} tests cached: nothing they depend on changed since they passed"
         )
-        line.append(" (no worker started)", style="dim")
         out.append(line)
     line = counts_line(summary)
     if summary.interrupted:

@@ -1,0 +1,224 @@
+"""Helpers for testpool's integration tests: throwaway projects, running the real command,
+polling with deadlines, and checking that nothing of ours is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+DEVSERVER = REPO / "tests" / "fixtures" / "devserver.py"
+PORT_SPAN = 8
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def _port_block_free(base: int) -> bool:
+    for port in range(base, base + PORT_SPAN):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+_next_block = 0
+
+
+def allocate_ports() -> int:
+    """A block of 8 free ports, distinct per pytest-xdist worker and per call."""
+    global _next_block
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    offset = int(worker[2:]) if worker[2:].isdigit() else 0
+    while True:
+        base = 21000 + offset * 4000 + (_next_block % 390) * 10
+        _next_block += 1
+        if _port_block_free(base):
+            return base
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        assert self.report is not None, self.stderr
+        return {t["id"]: t["status"] for t in self.report["tests"]}
+
+    @property
+    def run_id(self) -> str:
+        assert self.report is not None
+        return str(self.report["run_id"])
+
+
+@dataclass
+class Project:
+    """A throwaway project that testpool runs for real, in its own temp and state folders."""
+
+    root: Path
+    port_base: int
+    tmp: Path
+    state: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, base: Path) -> Project:
+        root = base / "project"
+        tmp = base / "tmp"
+        state = base / "state"
+        for folder in (root, tmp, state):
+            folder.mkdir(parents=True, exist_ok=True)
+        return cls(root, allocate_ports(), tmp, state)
+
+    # --- files --------------------------------------------------------------------------
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    def config(self, **keys: Any) -> None:
+        """Write testpool.toml; ``server`` defaults to the fixture dev server."""
+        keys.setdefault("server", f"{{python}} {DEVSERVER}")
+        keys.setdefault("port_base", self.port_base)
+        keys.setdefault("tests", "tests")
+        keys.setdefault("startup_timeout", 20)
+        lines = [
+            f"{key} = {_toml(value)}" for key, value in keys.items() if not isinstance(value, dict)
+        ]
+        for key, value in keys.items():
+            if isinstance(value, dict):
+                lines.append(f"[{key}]")
+                lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
+        (self.root / "testpool.toml").write_text("\n".join(lines) + "\n")
+
+    # --- running ------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTPOOL_", "PYTEST_"))}
+        env.update(
+            TMPDIR=str(self.tmp),
+            TESTPOOL_STATE_DIR=str(self.state),
+            NO_COLOR="1",
+            COLUMNS="200",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "testpool", *args]
+
+    def run(self, *args: str, timeout: float = 180) -> Result:
+        done = subprocess.run(
+            self.command(*args), cwd=self.root, env=self.env(), capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return Result(done.returncode, done.stdout, done.stderr, self.report())
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start testpool in its own session, as a shell would start a foreground job."""
+        return subprocess.Popen(
+            self.command(*args), cwd=self.root, env=self.env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def report(self) -> dict[str, Any] | None:
+        path = self.root / "test-results" / "report.json"
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def cache(self) -> dict[str, Any]:
+        return dict(json.loads((self.root / ".test-cache.json").read_text()))
+
+    # --- nothing left behind --------------------------------------------------------------
+
+    def leftovers(self, run_ids: list[str] | None = None) -> list[str]:
+        """Everything of ours still alive: processes, tmux sockets, listeners, temp folders."""
+        found: list[str] = []
+        ids = set(run_ids or [])
+        ids |= {p.stem for p in (self.state / "runs").glob("*.json")}
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                env = proc.environ()
+            except psutil.Error:
+                continue
+            run = env.get("TESTPOOL_RUN_ID")
+            in_project = env.get("TMPDIR") == str(self.tmp)
+            if run and (run in ids or in_project):
+                try:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found.append(f"process {proc.pid} {' '.join(proc.cmdline())[:100]}")
+                except psutil.Error:
+                    continue
+        tmux_dir = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        for run in ids:
+            if (tmux_dir / f"testpool-{run}").exists():
+                found.append(f"tmux socket testpool-{run}")
+        for conn in psutil.net_connections(kind="inet"):
+            port = conn.laddr.port if conn.laddr else 0
+            if (
+                conn.status == psutil.CONN_LISTEN
+                and self.port_base <= port < self.port_base + PORT_SPAN
+            ):
+                found.append(f"listener on {port} (pid {conn.pid})")
+        found += [f"temp folder {p}" for p in self.tmp.glob("testpool-*")]
+        found += [f"run record {p.name}" for p in (self.state / "runs").glob("*.json")]
+        return found
+
+    def assert_clean(self, *run_ids: str) -> None:
+        # Our own cleanup is synchronous; a short deadline only absorbs kernel bookkeeping.
+        wait_until(lambda: not self.leftovers(list(run_ids)), timeout=10, what="no leftovers")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def send_ctrl_c(process: subprocess.Popen[str]) -> None:
+    """What a terminal does on Ctrl-C: SIGINT to the foreground process group."""
+    os.killpg(process.pid, signal.SIGINT)
+
+
+def marker_waiter(path: Path) -> Callable[[], bool]:
+    return path.exists
