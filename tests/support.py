@@ -76,6 +76,16 @@ class Result:
         return {t["id"]: t["status"] for t in self.report["tests"]}
 
     @property
+    def listing(self) -> dict[str, tuple[str, str]]:
+        """``testpool list`` output as {test id: (run|cached, reason)}."""
+        parsed = {}
+        for line in self.stdout.splitlines():
+            parts = line.split(maxsplit=2)
+            if len(parts) == 3 and parts[0] in ("run", "cached"):
+                parsed[parts[1]] = (parts[0], parts[2].strip())
+        return parsed
+
+    @property
     def run_id(self) -> str:
         assert self.report is not None
         return str(self.report["run_id"])
