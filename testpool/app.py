@@ -55,7 +55,7 @@ def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:
-        store.record({}, discovery_update)
+        store.record({}, discovery_update, salt=data.salt)
     return Prepared(runner, store, data, items)
 
 
@@ -96,6 +96,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
             order=order,
             durations=prepared.data.durations(),
             store=prepared.store,
+            salt=prepared.data.salt,
             reporter=reporter,
         )
         summary = asyncio.run(run.execute())

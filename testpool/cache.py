@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import secrets as random_source
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -99,10 +98,11 @@ class CacheData:
     salt: str
     tests: dict[str, CacheEntry] = field(default_factory=dict)
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fresh: bool = False  # not read from a usable file
 
     @classmethod
     def empty(cls) -> CacheData:
-        return cls(salt=random_source.token_hex(16))
+        return cls(salt=random_source.token_hex(16), fresh=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,10 +140,13 @@ class CacheStore:
         self,
         updates: Mapping[str, CacheEntry],
         discovery: Mapping[str, dict[str, Any]] | None = None,
+        *,
+        salt: str,
     ) -> None:
         """Merge ``updates`` into the file under the lock and replace it atomically.
 
-        For a test both runs recorded, the later result wins.
+        For a test both runs recorded, the later result wins. ``salt`` is the one the updates'
+        secrets digests were made with; it becomes the file's salt if the file has none yet.
         """
         if not updates and not discovery:
             return
@@ -152,6 +155,8 @@ class CacheStore:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 current, _ = self.load()
+                if current.fresh:
+                    current.salt = salt
                 for test_id, entry in updates.items():
                     existing = current.tests.get(test_id)
                     if existing is None or existing.ran_at <= entry.ran_at:
@@ -280,7 +285,3 @@ def plan(
         run, reason = decide(data.tests.get(case.id), inputs, full=full)
         items.append(PlanItem(case, run, reason, inputs))
     return items
-
-
-def cache_path_is_writable(path: Path) -> bool:
-    return os.access(path.parent, os.W_OK)

@@ -68,8 +68,11 @@ class CacheRecorder:
     """Collects final results and merges them into the cache file at most once a second,
     off the event loop, and once more at the end (so an interrupted run keeps what finished)."""
 
-    def __init__(self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(
+        self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]], salt: str
+    ) -> None:
         self.store = store
+        self.salt = salt
         self.inputs = inputs
         self.secret_names: tuple[str, ...] = ()
         self._pending: dict[str, CacheEntry] = {}
@@ -88,7 +91,7 @@ class CacheRecorder:
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        self.store.record(batch)
+        self.store.record(batch, salt=self.salt)
 
 
 class Run:
@@ -105,6 +108,7 @@ class Run:
         order: list[str],
         durations: Mapping[str, float],
         store: CacheStore,
+        salt: str,
         reporter: PlainReporter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,7 +123,7 @@ class Run:
         self.clock = clock
         self.run_id = new_run_id()
         self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
-        self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run})
+        self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
         self.results: dict[str, TestResult] = {}
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.logs: dict[str, list[str]] = defaultdict(list)

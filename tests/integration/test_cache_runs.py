@@ -13,7 +13,9 @@ def _suite(project: Project) -> None:
     project.write("app/server_source.py", "VERSION = 1\n")
     project.write("seed/sites.jsonc", "[]\n")
     project.write("tests/helpers.py", "GREETING = 'hi'\n")
-    project.write("tests/conftest.py", "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n")
+    project.write(
+        "tests/conftest.py", "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n"
+    )
     project.write(
         "tests/test_alpha.py",
         "from helpers import GREETING\n\ndef test_a1():\n    assert GREETING\n\ndef test_a2():\n    pass\n",
@@ -88,7 +90,10 @@ def test_editing_the_seed_or_the_server_command_reruns_everything(project: Proje
     assert _ran(project.run().statuses) == ALL
 
     project.config(
-        workers=2, inputs=["app/**"], data_seed="seed", server=f"{{python}} {DEVSERVER} --slow-start"
+        workers=2,
+        inputs=["app/**"],
+        data_seed="seed",
+        server=f"{{python}} {DEVSERVER} --slow-start",
     )
     assert {v for v in project.run("list").listing.values()} == {("run", "config changed")}
     assert _ran(project.run().statuses) == ALL
@@ -101,7 +106,10 @@ def test_a_previously_failed_test_reruns(project: Project) -> None:
     result = project.run()
     assert result.returncode == 1
     assert _ran(result.statuses) == {"tests/test_gamma.py::test_g"}
-    assert project.run("list").listing["tests/test_gamma.py::test_g"] == ("run", "previously failed")
+    assert project.run("list").listing["tests/test_gamma.py::test_g"] == (
+        "run",
+        "previously failed",
+    )
 
 
 def test_full_reruns_everything_and_records(project: Project) -> None:
@@ -125,7 +133,10 @@ def test_subset_run_after_a_change_leaves_the_others_to_run(project: Project) ->
     listed = project.run("list").listing
     assert listed["tests/test_alpha.py::test_a1"] == ("cached", "unchanged")
     assert listed["tests/test_beta.py::test_b1"] == ("run", "inputs changed")
-    assert _ran(project.run().statuses) == {"tests/test_beta.py::test_b1", "tests/test_beta.py::test_b2"}
+    assert _ran(project.run().statuses) == {
+        "tests/test_beta.py::test_b1",
+        "tests/test_beta.py::test_b2",
+    }
 
 
 def test_two_concurrent_runs_keep_each_others_results(project: Project) -> None:
@@ -136,9 +147,13 @@ def test_two_concurrent_runs_keep_each_others_results(project: Project) -> None:
     other = text.replace(f"port_base = {project.port_base}", f"port_base = {project.port_base + 4}")
     (project.root / "other.toml").write_text(other)
     # Same config digest either way: port_base is not something a test result depends on.
-    alpha = subprocess.Popen(project.command("-f", "test_alpha"), cwd=project.root, env=project.env())
+    alpha = subprocess.Popen(
+        project.command("-f", "test_alpha"), cwd=project.root, env=project.env()
+    )
     beta = subprocess.Popen(
-        project.command("-f", "test_beta", "--config", "other.toml"), cwd=project.root, env=project.env()
+        project.command("-f", "test_beta", "--config", "other.toml"),
+        cwd=project.root,
+        env=project.env(),
     )
     assert alpha.wait(timeout=120) == 0
     assert beta.wait(timeout=120) == 0

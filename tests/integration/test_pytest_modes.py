@@ -1,0 +1,139 @@
+"""The fast (one pytest per worker) and per-test pytest modes keep the same per-test semantics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import Project
+
+MODES = ["session", "process"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_narrow_fixtures_are_torn_down_after_every_test(
+    project: Project, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "teardowns"
+    project.write(
+        "tests/test_leak.py",
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def bucket():
+            items = []
+            yield items
+            with open({str(log)!r}, "a") as handle:
+                handle.write("module\\n")
+
+        class TestInClass:
+            @pytest.fixture(scope="class")
+            def shelf(self):
+                return []
+
+            def test_first(self, shelf, bucket):
+                shelf.append(1)
+                bucket.append("a")
+                assert shelf == [1] and bucket == ["a"]
+
+            def test_second(self, shelf, bucket):
+                shelf.append(2)
+                bucket.append("b")
+                assert shelf == [2], "class fixture leaked from the previous test"
+                assert bucket == ["b"], "module fixture leaked from the previous test"
+
+        def test_third(bucket):
+            bucket.append("c")
+            assert bucket == ["c"], "module fixture leaked from the previous test"
+        """,
+    )
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.returncode == 0, result.stdout
+    assert log.read_text().splitlines() == ["module"] * 3, "module teardown ran after each test"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_test_that_kills_pytest_fails_and_the_next_one_runs(project: Project, mode: str) -> None:
+    project.write(
+        "tests/test_crash.py",
+        """
+        import os
+
+        def test_a_crashes():
+            print("about to crash")
+            os._exit(3)
+
+        def test_b_runs_after():
+            pass
+        """,
+    )
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.returncode == 1
+    assert result.statuses == {
+        "tests/test_crash.py::test_a_crashes": "failed",
+        "tests/test_crash.py::test_b_runs_after": "passed",
+    }
+    crashed = next(t for t in result.report["tests"] if t["status"] == "failed")  # type: ignore[index]
+    assert "status 3" in crashed["message"]
+    project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_is_captured_per_test(project: Project, mode: str) -> None:
+    project.write(
+        "tests/test_out.py",
+        """
+        import sys
+
+        def test_one():
+            print("OUTPUT-OF-ONE")
+
+        def test_two():
+            print("OUTPUT-OF-TWO")
+            print("ERR-OF-TWO", file=sys.stderr)
+            assert False
+        """,
+    )
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    failed = next(t for t in result.report["tests"] if t["status"] == "failed")  # type: ignore[index]
+    log = (project.root / failed["log"]).read_text()
+    assert "OUTPUT-OF-TWO" in log and "ERR-OF-TWO" in log
+    assert "OUTPUT-OF-ONE" not in log
+    summary = result.stdout.split("Failures", 1)[1]
+    assert "OUTPUT-OF-TWO" in summary and "OUTPUT-OF-ONE" not in summary
+
+
+def test_session_mode_runs_each_worker_in_one_pytest(project: Project, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    project.write(
+        "tests/test_pid.py",
+        "".join(
+            f"""
+def test_{n}():
+    import os
+    open({str(pids)!r} + "/{n}", "w").write(os.environ["TESTPOOL_WORKER"] + " " + str(os.getpid()))
+"""
+            for n in range(6)
+        ),
+    )
+    project.config(workers=2, pytest_mode="session")
+
+    assert project.run().returncode == 0
+
+    seen = [p.read_text().split() for p in pids.iterdir()]
+    per_worker: dict[str, set[str]] = {}
+    for worker, pid in seen:
+        per_worker.setdefault(worker, set()).add(pid)
+    assert len(seen) == 6
+    assert all(len(found) == 1 for found in per_worker.values()), per_worker
