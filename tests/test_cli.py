@@ -103,7 +103,7 @@ def _project(tmp_path: Path, config: str) -> Path:
 def test_bad_config_is_one_line_exit_2(tmp_path: Path, config: str, message: str) -> None:
     project = _project(tmp_path, config)
     for command in ([], ["list"]):
-        code, out, err = invoke(*command, cwd=project)
+        code, _, err = invoke(*command, cwd=project)
         assert code == 2
         assert err.strip().splitlines() == [f"testpool: error: {message}"]
 

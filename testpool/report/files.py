@@ -27,12 +27,13 @@ def write_reports(summary: RunSummary, results_dir: Path) -> tuple[Path, Path]:
 
 
 def split_id(test_id: str) -> tuple[str, str]:
-    """(classname, name) for JUnit: ``a/b.py::C::t`` -> ``a.b.C``, ``t``."""
-    if "::" not in test_id:
+    """(classname, name) for JUnit: ``a/b.py::C::t[p]`` -> ``a.b.C``, ``t[p]``."""
+    head, bracket, params = test_id.partition("[")  # parameters may contain "::"
+    if "::" not in head:
         return "tests", test_id
-    path, *rest = test_id.split("::")
+    path, *rest = head.split("::")
     module = re.sub(r"\.(py|go)$", "", path).replace("/", ".")
-    return ".".join([module, *rest[:-1]]), rest[-1]
+    return ".".join([module, *rest[:-1]]), rest[-1] + bracket + params
 
 
 def junit_xml(summary: RunSummary) -> str:

@@ -1,0 +1,152 @@
+"""Cache keys, decisions and the file format, with plain values and a real file system."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from testpool.cache import (
+    COMPONENTS,
+    NOT_IN_CACHE,
+    VERSION,
+    CacheEntry,
+    CacheStore,
+    decide,
+    parse,
+)
+from testpool.results import Status
+
+REPO = Path(__file__).resolve().parents[2]
+INPUTS = {component: f"{component}-digest" for component in COMPONENTS}
+
+
+def entry(status: Status = Status.PASSED, **changes: str) -> CacheEntry:
+    return CacheEntry(status, 0.5, "2026-11-22T10:00:00.000000Z", {**INPUTS, **changes})
+
+
+def test_example_file_matches_the_real_format() -> None:
+    data, warning = parse((REPO / ".test-cache.json.example").read_text())
+    assert warning is None
+    assert data.tests and all(isinstance(e, CacheEntry) for e in data.tests.values())
+    document = json.loads((REPO / ".test-cache.json.example").read_text())
+    assert document["version"] == VERSION
+    first = next(iter(data.tests.values()))
+    assert set(first.inputs) == set(COMPONENTS)
+    # Round trip: what we write is what the example shows, key for key.
+    assert json.loads(json.dumps(data.to_dict()))["tests"] == document["tests"]
+    assert data.discovery == document["discovery"]
+
+
+def test_unchanged_passed_test_is_skipped() -> None:
+    assert decide(entry(), INPUTS, full=False) == (False, "unchanged")
+
+
+def test_full_runs_even_unchanged() -> None:
+    assert decide(entry(), INPUTS, full=True) == (True, "--full")
+
+
+def test_unknown_test_runs() -> None:
+    assert decide(None, INPUTS, full=False) == (True, NOT_IN_CACHE)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (Status.FAILED, "previously failed"),
+        (Status.TIMEOUT, "previously timed out"),
+        (Status.ERROR, "previously errored"),
+        (Status.FLAKY, "previously flaky"),
+        (Status.SKIPPED, "previously skipped"),
+    ],
+)
+def test_anything_but_a_pass_runs_again(status: Status, reason: str) -> None:
+    assert decide(entry(status), INPUTS, full=False) == (True, reason)
+
+
+@pytest.mark.parametrize(
+    ("component", "reason"),
+    [
+        ("test", "test file changed"),
+        ("helpers", "helpers changed"),
+        ("inputs", "inputs changed"),
+        ("seed", "data seed changed"),
+        ("config", "config changed"),
+        ("secrets", "secrets changed"),
+    ],
+)
+def test_each_changed_input_names_its_reason(component: str, reason: str) -> None:
+    assert decide(entry(Status.PASSED, **{component: "old"}), INPUTS, full=False) == (True, reason)
+
+
+def test_missing_component_in_an_old_entry_means_run() -> None:
+    old = CacheEntry(Status.PASSED, 0.1, "t", {"test": INPUTS["test"]})
+    assert decide(old, INPUTS, full=False)[0] is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{", "[]", '{"version": 99, "tests": {}}', '{"version": 1, "tests": "nope"}'],
+)
+def test_unusable_cache_is_a_warning_and_empty(text: str) -> None:
+    data, warning = parse(text, ".test-cache.json")
+    assert not data.tests
+    if text.startswith('{"version": 1'):
+        assert warning is None  # readable, just no usable entries
+    else:
+        assert warning is not None and ".test-cache.json" in warning
+
+
+def test_a_bad_entry_is_dropped_the_rest_kept() -> None:
+    document = {
+        "version": VERSION,
+        "salt": "ab",
+        "tests": {"good": entry().to_dict(), "bad": {"status": "weird"}},
+    }
+    data, warning = parse(json.dumps(document))
+    assert warning is None
+    assert set(data.tests) == {"good"}
+
+
+def test_record_merges_and_later_result_wins(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.record({"a": entry(), "b": entry()}, salt="aa")
+    newer = CacheEntry(Status.FAILED, 1.0, "2026-11-22T11:00:00.000000Z", INPUTS)
+    older = CacheEntry(Status.PASSED, 1.0, "2026-11-22T09:00:00.000000Z", INPUTS)
+    store.record({"a": newer, "b": older, "c": entry()}, salt="bb")
+    data, _ = store.load()
+    assert data.salt == "aa", "the file keeps its salt"
+    assert data.tests["a"].status is Status.FAILED
+    assert data.tests["b"].ran_at == entry().ran_at
+    assert set(data.tests) == {"a", "b", "c"}
+
+
+def test_record_writes_atomically_no_temp_files_left(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.record({"a": entry()}, salt="aa")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".test-cache.json",
+        ".test-cache.json.lock",
+    ]
+
+
+def _writer(path: str, prefix: str) -> None:
+    store = CacheStore(Path(path))
+    for index in range(25):
+        store.record({f"{prefix}-{index}": entry()}, salt="aa")
+
+
+def test_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(path), f"w{n}")) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    data, warning = CacheStore(path).load()
+    assert warning is None
+    assert len(data.tests) == 100
