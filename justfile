@@ -1,0 +1,30 @@
+# testpool's everyday commands. `just` installs from PyPI as rust-just (a dev extra).
+
+venv := ".venv/bin"
+
+# Run the example suite with 4 workers
+test:
+    {{venv}}/testpool --workers 4
+
+# Run only the tests whose id contains PATTERN, e.g. `just test-file TestApiScrape`
+test-file PATTERN:
+    {{venv}}/testpool --workers 4 --file {{PATTERN}}
+
+# Run every test, ignoring the cache
+test-full:
+    {{venv}}/testpool --workers 4 --full
+
+# Stop and remove whatever earlier runs left behind
+test-clean:
+    {{venv}}/testpool clean
+
+# Lint, type-check and run testpool's own tests
+check:
+    {{venv}}/ruff check .
+    {{venv}}/ruff format --check .
+    {{venv}}/mypy
+    {{venv}}/pytest -n 2
+
+# The benchmark (prints a table of ratios; see README "Performance")
+bench:
+    {{venv}}/python tests/benchmarks/bench.py
