@@ -15,6 +15,7 @@ from testpool.errors import HealthTimeoutError, ServerExitedError
 
 # One probe may not hang longer than this even when the deadline is far away.
 PROBE_TIMEOUT = 2.0
+WAKE_SETTLE = 0.005
 
 
 async def wait_healthy(
@@ -24,9 +25,14 @@ async def wait_healthy(
     interval: float,
     timeout: float,
     is_alive: Callable[[], bool],
+    wake: asyncio.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> float:
     """Poll ``url`` every ``interval`` seconds until it answers HTTP 200; return the time taken.
+
+    ``wake``, when set, triggers an extra probe before the next tick (the pool sets it when
+    the server prints something, which is usually "listening on …"): a server that is ready
+    after 30 ms is seen after 30 ms, not at the next 200 ms tick.
 
     Raises :class:`ServerExitedError` as soon as ``is_alive()`` says the server is gone (no
     waiting out the timeout for a process that already died) and :class:`HealthTimeoutError`
@@ -55,7 +61,20 @@ async def wait_healthy(
         # Keep the cadence: the next probe starts `interval` after this one started.
         pause = min(interval - (clock() - tick), deadline - clock())
         if pause > 0:
-            await asyncio.sleep(pause)
+            await _pause(pause, wake)
+
+
+async def _pause(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    wake.clear()
+    try:
+        await asyncio.wait_for(wake.wait(), seconds)
+    except TimeoutError:
+        return
+    # Output often comes in bursts just before the socket is bound: give it a moment.
+    await asyncio.sleep(min(WAKE_SETTLE, seconds))
 
 
 async def probe(client: httpx.AsyncClient, url: str, timeout: float = PROBE_TIMEOUT) -> bool:

@@ -93,6 +93,7 @@ class WorkerLog:
         self._redact = redact
         self._lines: deque[str] = deque(maxlen=200)
         self._partial = b""
+        self.activity = asyncio.Event()  # set whenever the server prints something
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(fifo, 0o600)
         # Read-write, so the FIFO never reports end-of-file between two writers (restarts).
@@ -117,6 +118,7 @@ class WorkerLog:
                 break
             if not chunk:
                 break
+            self.activity.set()
             self._partial += chunk
             *complete, self._partial = self._partial.split(b"\n")
             for raw in complete:
@@ -263,6 +265,7 @@ class Pool:
                 interval=self.config.health_interval,
                 timeout=self.config.startup_timeout,
                 is_alive=lambda: self.alive(worker),
+                wake=worker.log.activity,
             )
         except WorkerStartError as error:
             raise type(error)(

@@ -142,6 +142,9 @@ class RunSummary:
     fail_on_flaky: bool = False
     infra_events: list[str] = field(default_factory=list)
     worker_logs: dict[int, str] = field(default_factory=dict)
+    # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
+    # from the start of the run until it could take a test), restarts.
+    workers_detail: list[dict[str, Any]] = field(default_factory=list)
     # A run-stopping problem (a worker that would not start, every worker retired).
     error: str = ""
     error_detail: str = ""
@@ -177,6 +180,7 @@ class RunSummary:
             "counts": {status.value: counts.get(status, 0) for status in STATUS_ORDER},
             "infra_events": list(self.infra_events),
             "worker_logs": {str(k): v for k, v in sorted(self.worker_logs.items())},
+            "workers_detail": self.workers_detail,
             "tests": [result.to_dict() for result in self.results],
         }
 
@@ -192,4 +196,5 @@ class RunSummary:
             error=str(data.get("error", "")),
             infra_events=list(data.get("infra_events", [])),
             worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
+            workers_detail=list(data.get("workers_detail", [])),
         )

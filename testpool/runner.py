@@ -137,6 +137,7 @@ class Run:
         self.pool: Pool | None = None
         self.scheduler: Scheduler | None = None
         self._changed = asyncio.Event()
+        self._ready_at: dict[int, float] = {}
         self._started = 0.0
         self._started_at = ""
 
@@ -235,6 +236,7 @@ class Run:
         self.sessions[worker.index] = session
         # The executor (e.g. pytest collecting) gets ready while the server starts.
         await _all_or_nothing([self.pool.wait_ready(worker), session.start()])
+        self._ready_at[worker.index] = self.clock() - self._started
 
     def _worker_context(self, worker: Worker) -> WorkerContext:
         assert self.pool is not None
@@ -438,6 +440,16 @@ class Run:
             fail_on_flaky=self.options.fail_on_flaky,
             infra_events=self.infra_events,
             worker_logs={w.index: _display_path(w.log.path, self.config.root) for w in workers},
+            workers_detail=[
+                {
+                    "worker": w.index,
+                    "port": w.port,
+                    "healthy": round(w.startup_time, 4),
+                    "ready": round(self._ready_at.get(w.index, 0.0), 4),
+                    "restarts": w.restarts,
+                }
+                for w in workers
+            ],
             error=self.error.message if self.error else "",
             error_detail=self.error.detail if self.error else "",
             error_exit=self.error.exit_code if self.error else 0,
