@@ -4,12 +4,12 @@ Two jobs:
 
 - **process mode** (one pytest per test): writes the test's verdict as JSON to the file named by
   ``TESTPOOL_RESULT_FILE`` when the session ends.
-- **session mode** (``--testpool-serve``, the default): one long-lived pytest per worker collects
-  once, then runs the node ids it reads, one per line, from the fd ``TESTPOOL_CMD_FD`` and
-  writes one JSON verdict per line to the fd ``TESTPOOL_RESULT_FD``. Between tests every
+- **session mode** (``--testpool-serve``, the default): one pytest (the *zygote*) collects once
+  and forks a long-lived worker process per testpool worker (see :class:`_Zygote`); each worker
+  runs the node ids it is sent and answers one JSON verdict per test. Between tests every
   fixture narrower than the session (function, class, module, package) is torn down, so a test
-  sees what it would see in a fresh process, minus the start-up cost. Output is captured per
-  test by pytest's own capture.
+  sees what it would see in a fresh process, minus the start-up and collection cost, which is
+  paid once per run rather than once per worker. Output is captured per test by pytest.
 
 This module runs inside the test process, never inside testpool; it imports nothing of testpool.
 """
@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
+import socket
 from typing import Any
 
 import pytest
@@ -41,7 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("testpool_serve", False):
         config.pluginmanager.register(
-            _Server(int(os.environ[CMD_FD]), int(os.environ[RESULT_FD])), "testpool-server"
+            _Zygote(int(os.environ[CMD_FD]), int(os.environ[RESULT_FD])), "testpool-zygote"
         )
     elif os.environ.get(RESULT_FILE):
         config.pluginmanager.register(_OneShot(os.environ[RESULT_FILE]), "testpool-oneshot")
@@ -100,37 +103,106 @@ class _KeepSession:
         return [self._session]
 
 
-class _Server(_Collector):
+class _Zygote(_Collector):
+    """Collects once, then forks one worker process per request (session mode).
+
+    Requests arrive on the ``SOCK_SEQPACKET`` socket ``TESTPOOL_CMD_FD``, one message each:
+    JSON ``{"env", "output"}`` with the worker's own socket attached (``SCM_RIGHTS``). For each,
+    the zygote forks; the child becomes a worker (its own session, the worker's environment,
+    its own output file and capture) and talks to testpool over the attached socket. On the
+    result fd the zygote reports ``{"ready": n}`` once collected and ``{"exited": pid,
+    "status": code}`` as children end. Those are single ``os.write`` calls below PIPE_BUF, so
+    they never interleave, even when the SIGCHLD handler writes in the middle of the main loop.
+    """
+
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
         super().__init__()
         self._cmd_fd = cmd_fd
-        self._results = os.fdopen(result_fd, "w", buffering=1)
+        self._result_fd = result_fd
 
     def _send(self, message: dict[str, Any]) -> None:
-        self._results.write(json.dumps(message) + "\n")
-        self._results.flush()
+        os.write(self._result_fd, (json.dumps(message) + "\n").encode())
+
+    def _reap(self, signum: int, frame: Any) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         items = {item.nodeid: item for item in session.items}
-        keep = _KeepSession(session)
+        signal.signal(signal.SIGCHLD, self._reap)
         self._send({"ready": len(items)})
-        with os.fdopen(self._cmd_fd, "r") as commands:
-            for line in commands:
-                nodeid = line.rstrip("\n")
-                item = items.get(nodeid)
-                if item is None:
-                    self._send({"id": nodeid, "outcome": "missing", "duration": 0.0})
-                    continue
-                self.reports = []
-                item._report_sections = []  # a retry on this worker starts with clean sections
-                session.shouldfail = False
-                session.shouldstop = False
-                item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
-                self._send({"id": nodeid, **verdict(self.reports, include_output=True)})
-        # testpool closed the pipe: the worker is done; finalize session fixtures too.
-        session._setupstate.teardown_exact(None)
-        return True
+        control = socket.socket(fileno=self._cmd_fd)
+        while True:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
+            if not data:
+                return True  # testpool closed the control socket: the zygote is done
+            if not fds:
+                continue
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                control.close()
+                os.close(self._result_fd)
+                try:
+                    channel = _become_worker(session, json.loads(data), fds[0])
+                except BaseException:
+                    os._exit(70)
+                _serve(session, items, channel, self)
+                return True  # pytest finishes the session normally, in this worker only
+            os.close(fds[0])
+
+
+def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) -> socket.socket:
+    """In a freshly forked child: take on the worker's identity and greet testpool."""
+    os.setsid()  # its own process group: testpool can stop it alone
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()  # the zygote's capture files are shared: let go
+    output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    if capture is not None:
+        capture.start_global_capturing()
+    os.environ.update(request["env"])
+    random.seed()  # siblings must not share a random sequence
+    channel = socket.socket(fileno=fd)
+    channel.sendall((json.dumps({"pid": os.getpid()}) + "\n").encode())
+    return channel
+
+
+def _serve(
+    session: pytest.Session,
+    items: dict[str, pytest.Item],
+    channel: socket.socket,
+    collector: _Collector,
+) -> None:
+    """Run the node ids testpool sends, one verdict line back for each, until it hangs up."""
+    keep = _KeepSession(session)
+    reader = channel.makefile("r", encoding="utf-8")
+    for line in reader:
+        nodeid = line.rstrip("\n")
+        item = items.get(nodeid)
+        if item is None:
+            message = {"id": nodeid, "outcome": "missing", "duration": 0.0}
+        else:
+            collector.reports = []
+            item._report_sections = []  # a retry on this worker starts with clean sections
+            session.shouldfail = False
+            session.shouldstop = False
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
+            message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
+        channel.sendall((json.dumps(message) + "\n").encode())
+    # testpool hung up: the worker is done; finalize session fixtures too.
+    session._setupstate.teardown_exact(None)
+    channel.close()
 
 
 def verdict(reports: list[pytest.TestReport], *, include_output: bool) -> dict[str, Any]:

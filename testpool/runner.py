@@ -31,6 +31,7 @@ from testpool.execution import ProcessTracker
 from testpool.fsutil import safe_filename
 from testpool.isolation import make_private_dir, remove_dir, reseed_data_dir
 from testpool.pool import Pool, PoolSettings, Worker, WorkerState
+from testpool.procs import RUN_ID_VARIABLE
 from testpool.report.render import Board, WorkerView
 from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
@@ -198,12 +199,14 @@ class Run:
                 journal=journal,
             )
         )
+        base_env = {**os.environ, **self.config.env}
         context = ExecContext(
             root=self.config.root,
             scratch=scratch,
             tracker=self.tracker,
             redact=self.redact,
-            base_env={**os.environ, **self.config.env},
+            base_env=base_env,
+            common_env={**pool.global_env(), RUN_ID_VARIABLE: self.run_id},
         )
         executor = self.executor = self.runner.executor(context)
         workers = pool.launch(count)
@@ -506,6 +509,8 @@ class Run:
         await asyncio.gather(
             *(session.close() for session in self.sessions.values()), return_exceptions=True
         )
+        if self.executor is not None:
+            await self.executor.close()
         procs.terminate_groups(self.tracker.groups)
         if self.pool is not None:
             await self.pool.shutdown()

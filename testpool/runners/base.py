@@ -50,6 +50,7 @@ class ExecContext:
     tracker: ProcessTracker
     redact: Redactor
     base_env: Mapping[str, str]  # os.environ + config env (no worker or secret values)
+    common_env: Mapping[str, str]  # what every worker shares: base + secrets + the run id
 
 
 class WorkerExecutor(Protocol):
@@ -71,6 +72,9 @@ class Executor(Protocol):
         (e.g. the tests of a package that failed to compile)."""
 
     def for_worker(self, worker: WorkerContext) -> WorkerExecutor: ...
+
+    async def close(self) -> None:
+        """Stop whatever the executor keeps running for the whole run."""
 
 
 class Runner(Protocol):

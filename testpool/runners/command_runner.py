@@ -101,6 +101,9 @@ class CommandExecutor:
     def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
         return ProcessPerTest(self.context, worker, self._build, _interpret)
 
+    async def close(self) -> None:
+        return None
+
     def _build(self, case: TestCase) -> tuple[Sequence[str], Path]:
         assert self.runner.config.run is not None
         template = self.runner.config.expand(self.runner.config.run)

@@ -134,6 +134,9 @@ class GoExecutor:
     def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
         return ProcessPerTest(self.context, worker, self._build, _interpret)
 
+    async def close(self) -> None:
+        return None
+
     def _build(self, case: TestCase) -> tuple[Sequence[str], Path]:
         package = _package_key(case)
         name = case.id.rsplit("::", 1)[1]

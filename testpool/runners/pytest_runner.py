@@ -11,26 +11,23 @@ Both use the interpreter running testpool (install testpool into the suite's env
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testpool import procs
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import close_fd, decode, run_process, spawn
+from testpool.execution import decode, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.runners.pytest_session import PytestSession, Zygote
 
 if TYPE_CHECKING:
     from testpool.config import Config
@@ -150,14 +147,21 @@ class PytestExecutor:
     def __init__(self, runner: PytestRunner, context: ExecContext) -> None:
         self.runner = runner
         self.context = context
+        self.zygote: Zygote | None = None
+        if runner.config.pytest_mode == "session":
+            self.zygote = Zygote(runner, context)
 
     async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
         return {}
 
     def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
-        if self.runner.config.pytest_mode == "process":
+        if self.zygote is None:
             return PytestProcess(self.runner, self.context, worker)
-        return PytestSession(self.runner, self.context, worker)
+        return PytestSession(self.zygote, worker)
+
+    async def close(self) -> None:
+        if self.zygote is not None:
+            await self.zygote.close()
 
 
 class PytestProcess:
@@ -204,151 +208,3 @@ class PytestProcess:
             output,
             verdict.get("message", ""),
         )
-
-
-class PytestSession:
-    """One long-lived pytest for one worker (see the module docstring)."""
-
-    def __init__(self, runner: PytestRunner, context: ExecContext, worker: WorkerContext) -> None:
-        self.runner = runner
-        self.context = context
-        self.worker = worker
-        self._process: asyncio.subprocess.Process | None = None
-        self._commands: int | None = None
-        self._results: asyncio.StreamReader | None = None
-        self._transport: asyncio.BaseTransport | None = None
-        self._stdout: deque[bytes] = deque()
-        self._stdout_size = 0
-        self._drain: asyncio.Task[None] | None = None
-        self._start_error: str | None = None
-
-    def argv(self) -> list[str]:
-        return [
-            *self.runner.base_args(), "-q", "--testpool-serve",
-            str(self.runner.config.tests_path), *self.runner.config.pytest_args,
-        ]  # fmt: skip
-
-    async def start(self) -> None:
-        """Start pytest and wait until it has collected (overlaps the server's start-up)."""
-        if self._process is not None and self._process.returncode is None:
-            return
-        self._start_error = None
-        cmd_read, cmd_write = os.pipe()
-        result_read, result_write = os.pipe()
-        env = {
-            **self.worker.env,
-            "TESTPOOL_CMD_FD": str(cmd_read),
-            "TESTPOOL_RESULT_FD": str(result_write),
-        }
-        try:
-            self._process = await spawn(
-                self.argv(), cwd=self.runner.root, env=env, tracker=self.context.tracker,
-                pass_fds=(cmd_read, result_write),
-            )  # fmt: skip
-        finally:
-            close_fd(cmd_read)
-            close_fd(result_write)
-        self._commands = cmd_write
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=RESULT_LINE_LIMIT)
-        self._transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(result_read, "rb")
-        )
-        self._results = reader
-        self._stdout.clear()
-        self._stdout_size = 0
-        self._drain = asyncio.ensure_future(self._drain_stdout())
-        try:
-            ready = await asyncio.wait_for(reader.readline(), self.runner.config.test_timeout)
-        except TimeoutError:
-            ready = b""
-        if not ready:
-            await self._stop()
-            self._start_error = "the worker's pytest process could not collect the tests"
-
-    async def run(self, case: TestCase, timeout: float) -> Outcome:
-        started = time.monotonic()
-        if self._process is None or self._process.returncode is not None:
-            await self.start()
-        if self._start_error:
-            return Outcome(Status.FAILED, 0.0, self._stdout_text(0), self._start_error)
-        assert self._results is not None and self._commands is not None
-        mark = self._stdout_size
-        try:
-            os.write(self._commands, (case.id + "\n").encode())
-            line = await asyncio.wait_for(self._results.readline(), timeout)
-        except asyncio.CancelledError:
-            # Interrupted, or the worker's server died: the test must not outlive us.
-            await asyncio.shield(self._stop())
-            raise
-        except TimeoutError:
-            await self._stop()
-            output = self._stdout_text(mark)
-            return Outcome(Status.TIMEOUT, timeout, output, f"timed out after {timeout:g} s")
-        except (BrokenPipeError, ValueError):
-            line = b""
-        if not line:
-            code = await self._stop()
-            return Outcome(
-                Status.FAILED,
-                time.monotonic() - started,
-                self._stdout_text(mark),
-                f"the worker's pytest process exited (status {code}) while running this test",
-            )
-        verdict = json.loads(line)
-        if verdict.get("outcome") == "missing":
-            return Outcome(Status.FAILED, 0.0, "", "pytest did not collect this test on the worker")
-        return Outcome(
-            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
-            float(verdict.get("duration", 0.0)),
-            verdict.get("output", ""),
-            verdict.get("message", ""),
-        )
-
-    async def close(self) -> None:
-        """Close the command pipe (pytest finalizes its session and exits), then make sure."""
-        close_fd(self._commands)
-        self._commands = None
-        process = self._process
-        if process is not None and process.returncode is None:
-            try:
-                await asyncio.wait_for(process.wait(), procs.KILL_WAIT)
-            except TimeoutError:
-                pass
-        await self._stop()
-
-    async def _stop(self) -> int | None:
-        """Stop the process group and forget the process; returns its exit status."""
-        close_fd(self._commands)
-        self._commands = None
-        process, self._process = self._process, None
-        code = None
-        if process is not None:
-            await procs.terminate_group(process.pid)
-            code = await process.wait()
-            self.context.tracker.discard(process.pid)
-        if self._drain is not None:
-            try:
-                await asyncio.wait_for(self._drain, 2.0)
-            except TimeoutError:
-                pass
-            self._drain = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        return code
-
-    async def _drain_stdout(self) -> None:
-        """Keep the tail of what pytest prints outside the tests (progress, crashes)."""
-        process = self._process
-        assert process is not None and process.stdout is not None
-        while chunk := await process.stdout.read(65536):
-            self._stdout.append(chunk)
-            self._stdout_size += len(chunk)
-            while sum(map(len, self._stdout)) > STDOUT_TAIL and len(self._stdout) > 1:
-                self._stdout.popleft()
-
-    def _stdout_text(self, since: int) -> str:
-        data = b"".join(self._stdout)
-        start = max(0, len(data) - (self._stdout_size - since))
-        return decode(data[start:])

@@ -1,0 +1,295 @@
+"""pytest's fast mode: collect once per run, fork one long-lived pytest per worker.
+
+The :class:`Zygote` is a pytest process that collects the suite once and then, on request,
+forks a worker process that already has every test collected (see
+:mod:`testpool.pytest_plugin`). Each :class:`PytestSession` owns one such fork for one
+testpool worker and talks to it over a Unix socket: a node id out, a JSON verdict back. A fork
+that crashes or hangs is stopped (its own process group) and replaced by a new fork before the
+worker's next test, in milliseconds, without collecting again.
+
+Called by the pytest executor; every process started here is tracked for the interrupt path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testpool import procs
+from testpool.execution import close_fd, decode, spawn
+from testpool.results import Outcome, Status
+
+if TYPE_CHECKING:
+    from testpool.runners.base import ExecContext, TestCase, WorkerContext
+    from testpool.runners.pytest_runner import PytestRunner
+
+FORK_TIMEOUT = 30.0  # a fork that does not connect back within this is given up
+OUTPUT_TAIL = 64 * 1024
+RESULT_LINE_LIMIT = 64 * 1024 * 1024  # a verdict carries the test's captured output
+_OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
+
+
+class ZygoteError(Exception):
+    """The zygote could not collect the suite or fork a worker."""
+
+
+class Connection:
+    """One forked worker process and its socket."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pid: int, output: Path
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.pid = pid
+        self.output = output
+
+
+class Zygote:
+    """The run's collecting pytest, which forks workers on request. One per run."""
+
+    def __init__(self, runner: PytestRunner, context: ExecContext) -> None:
+        self.runner = runner
+        self.context = context
+        self._process: asyncio.subprocess.Process | None = None
+        self._control: socket.socket | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._exited: dict[int, int] = {}
+        self._exit_events: dict[int, asyncio.Event] = {}
+        self._stdout: deque[bytes] = deque(maxlen=64)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.error: str | None = None
+
+    def argv(self) -> list[str]:
+        config = self.runner.config
+        return [
+            *self.runner.base_args(), "-q", "--testpool-serve",
+            str(config.tests_path), *config.pytest_args,
+        ]  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def ensure(self) -> None:
+        """Start (or restart) the zygote and wait until it has collected."""
+        async with self._lock:
+            if self.alive and self._ready.is_set():
+                return
+            await self._start()
+
+    async def _start(self) -> None:
+        await self._stop()
+        self._ready.clear()
+        self.error = None
+        # Message boundaries (SEQPACKET) carry one request and its socket (SCM_RIGHTS) each.
+        control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        result_read, result_write = os.pipe()
+        env = {
+            **self.context.common_env,
+            "TESTPOOL_CMD_FD": str(zygote_end.fileno()),
+            "TESTPOOL_RESULT_FD": str(result_write),
+        }
+        try:
+            process = await spawn(
+                self.argv(), cwd=self.runner.root, env=env, tracker=self.context.tracker,
+                pass_fds=(zygote_end.fileno(), result_write),
+            )  # fmt: skip
+        finally:
+            zygote_end.close()
+            close_fd(result_write)
+        self._process = process
+        self._control = control
+        loop = asyncio.get_running_loop()
+        messages = asyncio.StreamReader()
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(messages), os.fdopen(result_read, "rb")
+        )
+        self._tasks = [
+            asyncio.ensure_future(self._read_messages(messages)),
+            asyncio.ensure_future(self._drain_stdout(process)),
+        ]
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait(
+                {ready, self._tasks[0]},
+                timeout=self.runner.config.test_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        if not self._ready.is_set():
+            await self._stop()
+            tail = decode(b"".join(self._stdout))[-4000:]
+            self.error = "pytest could not collect the tests for the workers\n" + tail
+
+    async def _read_messages(self, messages: asyncio.StreamReader) -> None:
+        while line := await messages.readline():
+            message = json.loads(line)
+            if "ready" in message:
+                self._ready.set()
+            elif "exited" in message:
+                pid = int(message["exited"])
+                self._exited[pid] = int(message["status"])
+                self.context.tracker.discard(pid)
+                self._exit_events.setdefault(pid, asyncio.Event()).set()
+
+    async def _drain_stdout(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            self._stdout.append(chunk)
+
+    async def fork(self, worker: WorkerContext) -> Connection:
+        """A new worker process with ``worker``'s environment, connected and ready."""
+        await self.ensure()
+        if self.error or self._control is None:
+            raise ZygoteError(self.error or "the pytest zygote is not running")
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        output = self.context.scratch / f"pytest-worker-{worker.index}-{uuid.uuid4().hex[:8]}.out"
+        request = json.dumps({"env": dict(worker.env), "output": str(output)}).encode()
+        try:
+            socket.send_fds(self._control, [request], [theirs.fileno()])
+        except OSError:
+            mine.close()
+            raise ZygoteError("the pytest zygote is gone") from None
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=mine, limit=RESULT_LINE_LIMIT)
+        try:
+            hello = json.loads(await asyncio.wait_for(reader.readline(), FORK_TIMEOUT))
+            pid = int(hello["pid"])
+        except (TimeoutError, ValueError, KeyError):
+            writer.close()
+            raise ZygoteError("the pytest zygote did not fork a worker") from None
+        self.context.tracker.add(pid)
+        return Connection(reader, writer, pid, output)
+
+    async def exit_status(self, pid: int, timeout: float) -> int | None:
+        event = self._exit_events.setdefault(pid, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return self._exited.get(pid)
+
+    async def close(self) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        process, self._process = self._process, None
+        if process is not None:
+            if process.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), procs.KILL_WAIT)
+            await procs.terminate_group(process.pid)
+            await process.wait()
+            self.context.tracker.discard(process.pid)
+        for task in self._tasks:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 2.0)
+        self._tasks = []
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+class PytestSession:
+    """One testpool worker's forked pytest. Replaced by a new fork after a crash or timeout."""
+
+    def __init__(self, zygote: Zygote, worker: WorkerContext) -> None:
+        self.zygote = zygote
+        self.worker = worker
+        self._conn: Connection | None = None
+
+    async def start(self) -> None:
+        if self._conn is None:
+            with contextlib.suppress(ZygoteError):  # reported by the first test instead
+                self._conn = await self.zygote.fork(self.worker)
+
+    async def run(self, case: TestCase, timeout: float) -> Outcome:
+        started = time.monotonic()
+        if self._conn is None:
+            try:
+                self._conn = await self.zygote.fork(self.worker)
+            except ZygoteError as error:
+                lines = str(error).split("\n", 1)
+                return Outcome(Status.FAILED, 0.0, lines[1] if len(lines) > 1 else "", lines[0])
+        conn = self._conn
+        mark = _size(conn.output)
+        try:
+            conn.writer.write((case.id + "\n").encode())
+            await conn.writer.drain()
+            line = await asyncio.wait_for(conn.reader.readline(), timeout)
+        except asyncio.CancelledError:
+            # Interrupted, or the worker's server died: the test must not outlive us.
+            await asyncio.shield(self._stop())
+            raise
+        except TimeoutError:
+            await self._stop()
+            output = _read_from(conn.output, mark)
+            return Outcome(Status.TIMEOUT, timeout, output, f"timed out after {timeout:g} s")
+        except (ConnectionError, ValueError):
+            line = b""
+        if not line:
+            await self._stop()
+            status = await self.zygote.exit_status(conn.pid, 2.0)
+            code = f"status {status}" if status is not None else "unknown status"
+            return Outcome(
+                Status.FAILED,
+                time.monotonic() - started,
+                _read_from(conn.output, mark),
+                f"the worker's pytest process exited ({code}) while running this test",
+            )
+        verdict = json.loads(line)
+        if verdict.get("outcome") == "missing":
+            return Outcome(Status.FAILED, 0.0, "", "pytest did not collect this test on the worker")
+        return Outcome(
+            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
+            float(verdict.get("duration", 0.0)),
+            verdict.get("output", ""),
+            verdict.get("message", ""),
+        )
+
+    async def close(self) -> None:
+        """Hang up: the fork finalizes its session fixtures and exits; then make sure."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.writer.close()
+        if await self.zygote.exit_status(conn.pid, procs.KILL_WAIT) is None:
+            await procs.terminate_group(conn.pid)
+
+    async def _stop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.writer.close()
+            await procs.terminate_group(conn.pid)
+            self.zygote.context.tracker.discard(conn.pid)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What the worker process printed outside pytest's capture since ``offset`` (its tail)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(offset, _size(path) - OUTPUT_TAIL))
+            return decode(handle.read())
+    except FileNotFoundError:
+        return ""
