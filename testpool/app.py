@@ -84,6 +84,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
             wall_time=time.monotonic() - started,
             workers=0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_unix=time.time(),
         )
     else:
         reporter = make_reporter(out)

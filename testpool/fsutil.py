@@ -12,11 +12,11 @@ from typing import Any
 import xxhash
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half.
 
-    Temp file in the same folder, fsync, ``os.replace``. Used for the cache, reports and run
-    records; a crash mid-write leaves the previous version intact.
+    Temp file in the same folder, fsync (unless ``durable`` is False), ``os.replace``. Used for
+    the cache, reports and run records; a crash mid-write leaves the previous version intact.
     """
     payload = data.encode() if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +25,8 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
@@ -36,8 +37,10 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
         raise
 
 
-def atomic_write_json(path: Path, document: Any, *, mode: int = 0o644) -> None:
-    atomic_write(path, json.dumps(document, indent=2, sort_keys=False) + "\n", mode=mode)
+def atomic_write_json(
+    path: Path, document: Any, *, mode: int = 0o644, durable: bool = True
+) -> None:
+    atomic_write(path, json.dumps(document, indent=2) + "\n", mode=mode, durable=durable)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

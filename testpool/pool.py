@@ -33,7 +33,7 @@ from testpool.errors import (
 from testpool.health import probe, wait_healthy
 from testpool.isolation import make_data_dir, remove_dir
 from testpool.procs import RUN_ID_VARIABLE
-from testpool.tmux import TmuxServer
+from testpool.tmux import SpawnSpec, TmuxServer, log_pipe_command
 
 if TYPE_CHECKING:
     from testpool.config import Config
@@ -216,23 +216,38 @@ class Pool:
     # --- start -----------------------------------------------------------------------------
 
     def launch(self, count: int) -> list[Worker]:
-        """Check the ports, start tmux and every worker's server (not yet healthy)."""
+        """Check the ports, then start tmux and every worker's server (not yet healthy)."""
         ports = [self.config.port(index) for index in range(count)]
         check_ports(ports)
         self._tmux = TmuxServer(self.socket_name)
-        if self.settings.journal:
-            self.settings.journal.set_socket(self.socket_name, ports)
-        self._tmux.start(self.global_env())
         for index in range(count):
-            data_dir = self._make_data_dir()
+            data_dir = make_data_dir(self.config.seed_path)
             fifo = self.settings.scratch / f"worker-{index}.fifo"
             log = WorkerLog(
                 self.settings.logs_dir / f"worker-{index}.log", fifo, self.settings.redact
             )
             worker = Worker(index, ports[index], data_dir, self.worker_env(index, data_dir), log)
             self.workers.append(worker)
-            self._spawn(worker)
+        journal = self.settings.journal
+        if journal:
+            # Recorded before anything runs, so a crash from here on leaves nothing unknown.
+            journal.record_start(self.socket_name, ports, [w.data_dir for w in self.workers])
+        pids = self._tmux.start(self.global_env(), [self._spec(w) for w in self.workers])
+        for worker, pid in zip(self.workers, pids, strict=True):
+            worker.pane_pid = pid
+            self._set_state(worker, WorkerState.STARTING)
+        if journal:
+            journal.add_processes([(pid, "dev server") for pid in pids])
         return self.workers
+
+    def _spec(self, worker: Worker) -> SpawnSpec:
+        return SpawnSpec(
+            session=worker.session,
+            command=self.config.expand(self.config.server),
+            cwd=self.config.root,
+            environment=worker.server_env,
+            log_command=log_pipe_command(worker.log.fifo),
+        )
 
     def _make_data_dir(self) -> Path:
         data_dir = make_data_dir(self.config.seed_path)
@@ -241,18 +256,11 @@ class Pool:
         return data_dir
 
     def _spawn(self, worker: Worker) -> None:
+        """Start one server again (a restart)."""
         assert self._tmux is not None
-        from testpool.tmux import log_pipe_command
-
-        worker.pane_pid = self._tmux.spawn(
-            worker.session,
-            self.config.expand(self.config.server),
-            cwd=self.config.root,
-            environment=worker.server_env,
-            log_command=log_pipe_command(worker.log.fifo),
-        )
+        worker.pane_pid = self._tmux.spawn(self._spec(worker))
         if self.settings.journal:
-            self.settings.journal.add_process(worker.pane_pid, f"server of worker {worker.index}")
+            self.settings.journal.add_processes([(worker.pane_pid, "dev server")])
         self._set_state(worker, WorkerState.STARTING)
 
     async def wait_ready(self, worker: Worker) -> None:

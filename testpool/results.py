@@ -140,6 +140,7 @@ class RunSummary:
     started_at: str
     interrupted: bool = False
     fail_on_flaky: bool = False
+    started_unix: float = 0.0  # time.time() when the run began (attempt times are relative to it)
     infra_events: list[str] = field(default_factory=list)
     worker_logs: dict[int, str] = field(default_factory=dict)
     # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
@@ -172,6 +173,7 @@ class RunSummary:
         return {
             "run_id": self.run_id,
             "started_at": self.started_at,
+            "started_unix": round(self.started_unix, 4),
             "wall_time": round(self.wall_time, 4),
             "workers": self.workers,
             "interrupted": self.interrupted,
@@ -192,6 +194,7 @@ class RunSummary:
             wall_time=float(data["wall_time"]),
             workers=int(data["workers"]),
             started_at=str(data["started_at"]),
+            started_unix=float(data.get("started_unix", 0.0)),
             interrupted=bool(data.get("interrupted", False)),
             error=str(data.get("error", "")),
             infra_events=list(data.get("infra_events", [])),

@@ -140,12 +140,14 @@ class Run:
         self._changed = asyncio.Event()
         self._ready_at: dict[int, float] = {}
         self._started = 0.0
+        self._started_unix = 0.0
         self._started_at = ""
 
     # --- the whole run ---------------------------------------------------------------------
 
     async def execute(self) -> RunSummary:
         self._started = self.clock()
+        self._started_unix = time.time()
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         main = asyncio.current_task()
         assert main is not None
@@ -439,6 +441,7 @@ class Run:
             wall_time=self.clock() - self._started,
             workers=len(workers),
             started_at=self._started_at,
+            started_unix=self._started_unix,
             interrupted=self.interrupted,
             fail_on_flaky=self.options.fail_on_flaky,
             infra_events=self.infra_events,

@@ -101,15 +101,19 @@ class RunJournal:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.record.to_dict(), mode=0o600)
+        # Atomic but not fsynced: the record matters while processes live, and none survive
+        # the machine going down.
+        atomic_write_json(self.path, self.record.to_dict(), mode=0o600, durable=False)
 
-    def set_socket(self, socket: str, ports: list[int]) -> None:
+    def record_start(self, socket: str, ports: list[int], dirs: list[Path]) -> None:
         self.record.socket = socket
         self.record.ports = ports
+        self.record.dirs += [str(d) for d in dirs]
         self.save()
 
-    def add_process(self, pgid: int, what: str) -> None:
-        self.record.processes.append(ProcessRecord(pgid, procs.start_time(pgid), what))
+    def add_processes(self, groups: list[tuple[int, str]]) -> None:
+        for pgid, what in groups:
+            self.record.processes.append(ProcessRecord(pgid, procs.start_time(pgid), what))
         self.save()
 
     def remove_process(self, pgid: int) -> None:

@@ -42,12 +42,46 @@ def tmux_binary() -> str:
 
 
 @dataclass(frozen=True)
-class PaneInfo:
-    """A worker session's single pane."""
+class SpawnSpec:
+    """One worker session: ``command`` in ``cwd`` with ``environment`` set on the session
+    (``new-session -e``, overriding the server's global environment for this worker only), its
+    output piped to ``log_command``. The pane's pid leads the server's process group."""
 
-    pid: int
-    dead: bool
-    exit_status: int | None
+    session: str
+    command: str
+    cwd: Path
+    environment: Mapping[str, str]
+    log_command: str
+
+    def arguments(self) -> list[str]:
+        args = [
+            "new-session",
+            "-d",
+            "-s",
+            self.session,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            str(self.cwd),
+        ]
+        args += [f"-e{name}={value}" for name, value in self.environment.items()]
+        args += ["-P", "-F", "#{pane_pid}", self.command]
+        # Same call: the pipe is in place before tmux reads the pane's first byte.
+        return [*args, ";", "pipe-pane", "-o", "-t", f"={self.session}:", self.log_command]
+
+
+def _pids(output: list[str], expected: int) -> list[int]:
+    try:
+        pids = [int(line) for line in output if line.strip()]
+    except ValueError:
+        pids = []
+    if len(pids) != expected:
+        raise InfrastructureError(
+            f"tmux reported {len(pids)} pane pid(s) for {expected} session(s)"
+        )
+    return pids
 
 
 class TmuxServer:
@@ -66,54 +100,28 @@ class TmuxServer:
     def attach_command(self) -> str:
         return f"tmux -L {self.socket_name} attach -t"
 
-    def start(self, environment: Mapping[str, str]) -> None:
-        """Start the server with ``environment`` as its global environment.
+    def start(self, environment: Mapping[str, str], spawns: list[SpawnSpec]) -> list[int]:
+        """Start the server and every first worker session in one tmux call; return pane pids.
 
-        Secrets reach the workers through this environment rather than on a command line,
-        where any user on the machine could read them in the process list.
+        ``environment`` becomes the server's global environment: secrets reach the workers
+        through it rather than on a command line, where any user could read them in the
+        process list. One call for everything keeps N workers' start as cheap as one's.
         """
+        args = [
+            "start-server",
+            ";", "set-option", "-g", "exit-empty", "off",
+            ";", "set-option", "-g", "history-limit", "5000",
+            ";", "set-option", "-g", "-w", "remain-on-exit", "on",
+        ]  # fmt: skip
+        for spec in spawns:
+            args += [";", *spec.arguments()]
         with _patched_environ(environment):
-            self._run(
-                "start-server",
-                ";", "set-option", "-g", "exit-empty", "off",
-                ";", "set-option", "-g", "history-limit", "5000",
-                ";", "set-option", "-g", "-w", "remain-on-exit", "on",
-            )  # fmt: skip
+            output = self._run(*args)
+        return _pids(output, len(spawns))
 
-    def spawn(
-        self,
-        session: str,
-        command: str,
-        *,
-        cwd: Path,
-        environment: Mapping[str, str],
-        log_command: str,
-    ) -> int:
-        """Create ``session`` running ``command`` and return the pane's pid (its process group).
-
-        ``environment`` is set on the session (``new-session -e``), so it overrides the server's
-        global environment for this worker only. ``log_command`` receives the pane's output.
-        """
-        args = ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", str(cwd)]
-        for name, value in environment.items():
-            args.append(f"-e{name}={value}")
-        args += ["-P", "-F", "#{pane_pid}", command]
-        args += [";", "pipe-pane", "-o", "-t", f"={session}:", log_command]
-        result = self._run(*args)
-        try:
-            return int(result[0])
-        except (IndexError, ValueError):
-            raise InfrastructureError(f"tmux did not report a pid for {session}") from None
-
-    def pane(self, session: str) -> PaneInfo | None:
-        """The state of a session's pane, or None if the session is gone."""
-        proc = self._server.cmd(
-            "list-panes", "-t", f"={session}:", "-F", "#{pane_pid} #{pane_dead} #{pane_dead_status}"
-        )
-        if proc.returncode != 0 or not proc.stdout:
-            return None
-        pid, dead, status = [*proc.stdout[0].split(" "), "", ""][:3]
-        return PaneInfo(int(pid), dead == "1", int(status) if status.isdigit() else None)
+    def spawn(self, spec: SpawnSpec) -> int:
+        """Create one more worker session (a restart); returns its pane's pid."""
+        return _pids(self._run(*spec.arguments()), 1)[0]
 
     def capture(self, session: str, lines: int = 40) -> str:
         """The last ``lines`` lines the pane showed (a fallback when the log is empty)."""

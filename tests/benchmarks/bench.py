@@ -1,0 +1,489 @@
+"""testpool's benchmark: real testpool, real tmux, real dev servers, ratios measured side by side.
+
+    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup]
+
+(`just bench` runs it.) Every figure is the median of ``--runs`` runs. The machine is noisy:
+compare the ratios printed in one run, not absolute seconds across machines.
+
+Sections:
+1. scaling: a synthetic I/O-bound suite (64 tests, each waiting 250 ms on its worker's server —
+   a stand-in for page renders or scrapes) at 1, 2, 4 and 8 workers, wall time of the whole
+   `testpool` command. Efficiency = ideal / actual, ideal = (time from invoking testpool until
+   its one worker can take a test, in the 1-worker runs) + 64 x 0.25 s / N.
+2. overhead: 200 trivial tests (one GET each) at 4 workers, in the fast (session) and the
+   one-process-per-test pytest modes: the time between one test's body ending and the next
+   test's body starting on the same worker (median, p95), and wall time per test.
+3. alternatives: the same synthetic suite with plain sequential pytest against one server, and
+   with pytest-xdist -n N where a session fixture starts one server per xdist worker.
+4. cache: a fully cached re-run of a generated 1,000-test suite, and hashing 10,000 small files.
+5. start-up: time until N workers are healthy (N = 1, 4, 8), through testpool's pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+SYNTHETIC_TESTS = 64
+SYNTHETIC_WAIT = 0.25
+TRIVIAL_TESTS = 200
+
+SERVER = '''
+import os, signal, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse, parse_qs
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/sleep":
+            time.sleep(int(parse_qs(url.query)["ms"][0]) / 1000)
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # stop at once: nothing to flush
+print("listening", flush=True)
+server.serve_forever()
+'''
+
+# Shared by testpool and the do-it-yourself runs: under testpool the worker's server is used;
+# otherwise a session fixture starts one server per pytest(-xdist) worker and polls it.
+CONFTEST = '''
+import os, subprocess, sys, tempfile, time
+import httpx, pytest
+
+DIY_PORT_BASE = int(os.environ.get("BENCH_DIY_PORT_BASE", "0"))
+
+@pytest.fixture(scope="session")
+def base_url():
+    if "TEST_BASE_URL" in os.environ:
+        yield os.environ["TEST_BASE_URL"]
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    port = DIY_PORT_BASE + int(worker[2:])
+    data = tempfile.mkdtemp(prefix="bench-diy-")
+    env = {**os.environ, "PORT": str(port), "DATA_DIR": data}
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "..", "server.py")],
+                              env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    yield url
+    server.terminate()
+    server.wait()
+
+@pytest.fixture(scope="session")
+def http(base_url):
+    with httpx.Client(base_url=base_url, trust_env=False) as client:
+        yield client
+'''
+
+SYNTHETIC_TEST = '''
+def test_render_{n}(http):
+    assert http.get("/sleep?ms={ms}").status_code == 200
+'''
+
+TRIVIAL_HEADER = "import os, time\n"
+TRIVIAL_TEST = '''
+def test_ping_{n}(http):
+    start = time.time()
+    assert http.get("/ping").status_code == 200
+    end = time.time()
+    with open(os.environ["BENCH_TIMES"] + "/" + os.environ.get("TESTPOOL_WORKER", "x"), "a") as out:
+        out.write(f"{{start}} {{end}}\\n")
+'''
+
+
+def free_port_block(count: int = 8, start: int = 31000) -> int:
+    base = start
+    while True:
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+        base += count
+
+
+class Project:
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = root / name
+        self.tests = self.root / "tests"
+        self.tests.mkdir(parents=True)
+        (self.root / "server.py").write_text(SERVER)
+        (self.tests / "conftest.py").write_text(CONFTEST)
+        (self.root / "pytest.ini").write_text("[pytest]\n")
+        self.port_base = free_port_block()
+        self.tmp = root / f"{name}-tmp"
+        self.tmp.mkdir()
+        self.launched_unix = 0.0
+
+    def config(self, **extra: Any) -> None:
+        lines = [
+            'server = "{python} server.py"',
+            'tests = "tests"',
+            f"port_base = {self.port_base}",
+            *(f"{k} = {json.dumps(v)}" for k, v in extra.items()),
+        ]
+        (self.root / "testpool.toml").write_text("\n".join(lines) + "\n")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTPOOL_", "PYTEST_"))}
+        env.update(TMPDIR=str(self.tmp), TESTPOOL_STATE_DIR=str(self.root / ".state"), NO_COLOR="1")
+        env.update(extra)
+        return env
+
+    def testpool(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
+        self.launched_unix = time.time()
+        started = time.perf_counter()
+        done = subprocess.run(
+            [PYTHON, "-m", "testpool", *args], cwd=self.root, env=env or self.env(),
+            capture_output=True, text=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"testpool failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr}")
+        report = json.loads((self.root / "test-results" / "report.json").read_text())
+        return wall, report
+
+    def pytest(self, *args: str) -> float:
+        env = self.env(BENCH_DIY_PORT_BASE=str(free_port_block(start=36000)))
+        started = time.perf_counter()
+        done = subprocess.run(
+            [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *args],
+            cwd=self.root, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"pytest failed:\n{done.stdout[-2000:]}")
+        return wall
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+# --- 1 + 3: scaling and the alternatives ----------------------------------------------------
+
+
+def synthetic(root: Path) -> Project:
+    project = Project(root, "synthetic")
+    body = "".join(
+        SYNTHETIC_TEST.format(n=n, ms=int(SYNTHETIC_WAIT * 1000)) for n in range(SYNTHETIC_TESTS)
+    )
+    for part in range(4):  # four files, as a real suite would have
+        chunk = body.split("\ndef ")[1 + part * 16 : 1 + (part + 1) * 16]
+        (project.tests / f"test_pages_{part}.py").write_text("".join("\ndef " + c for c in chunk))
+    project.config()
+    return project
+
+
+def bench_scaling(root: Path, runs: int, results: dict[str, Any]) -> None:
+    project = synthetic(root)
+    project.testpool("list")  # fills the discovery cache: every measured run starts the same way
+    work = SYNTHETIC_TESTS * SYNTHETIC_WAIT
+    walls: dict[int, float] = {}
+    ready: dict[int, float] = {}
+    for workers in (1, 2, 4, 8):
+        samples, readies = [], []
+        for _ in range(runs):
+            wall, report = project.testpool("--full", "--workers", str(workers))
+            samples.append(wall)
+            # From the moment testpool was invoked until its last worker could take a test.
+            since_launch = report["started_unix"] - project.launched_unix
+            readies.append(since_launch + max(w["ready"] for w in report["workers_detail"]))
+        walls[workers] = statistics.median(samples)
+        ready[workers] = statistics.median(readies)
+    one_ready = ready[1]
+    rows = []
+    for workers, wall in walls.items():
+        ideal = one_ready + work / workers
+        rows.append(
+            {
+                "workers": workers,
+                "wall": wall,
+                "speedup": walls[1] / wall,
+                "ideal": ideal,
+                "efficiency": ideal / wall,
+                "ready": ready[workers],
+            }
+        )
+    results["scaling"] = {"rows": rows, "one_worker_ready": one_ready, "work": work}
+    results["_synthetic"] = project
+
+
+def bench_alternatives(root: Path, runs: int, results: dict[str, Any]) -> None:
+    project: Project = results.get("_synthetic") or synthetic(root)
+    sequential = median_of(runs, project.pytest)
+    xdist = {n: median_of(runs, lambda n=n: project.pytest("-n", str(n))) for n in (4, 8)}
+    scaling = {row["workers"]: row["wall"] for row in results.get("scaling", {}).get("rows", [])}
+    mine = {}
+    for n in (4, 8):
+        mine[n] = scaling.get(n) or median_of(
+            runs, lambda n=n: project.testpool("--full", "--workers", str(n))[0]
+        )
+    results["alternatives"] = {
+        "sequential": sequential,
+        "xdist": xdist,
+        "testpool": mine,
+        "ratio": {n: mine[n] / xdist[n] for n in (4, 8)},
+    }
+
+
+# --- 2: per-test overhead ---------------------------------------------------------------------
+
+
+def bench_overhead(root: Path, runs: int, results: dict[str, Any]) -> None:
+    project = Project(root, "trivial")
+    per_file = TRIVIAL_TESTS // 10
+    for part in range(10):
+        body = "".join(TRIVIAL_TEST.format(n=part * per_file + n) for n in range(per_file))
+        (project.tests / f"test_ping_{part}.py").write_text(TRIVIAL_HEADER + body)
+    out: dict[str, Any] = {}
+    for mode in ("session", "process"):
+        project.config(workers=4, pytest_mode=mode)
+        project.testpool("list")
+        gaps: list[float] = []
+        walls: list[float] = []
+        for _ in range(runs):
+            times = Path(tempfile.mkdtemp(prefix="bench-times-"))
+            wall, report = project.testpool("--full", env=project.env(BENCH_TIMES=str(times)))
+            walls.append(wall)
+            for worker_file in times.iterdir():
+                spans = sorted(tuple(map(float, line.split())) for line in worker_file.read_text().splitlines())
+                gaps += [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
+            shutil.rmtree(times)
+        wall = statistics.median(walls)
+        out[mode] = {
+            "median_ms": statistics.median(gaps) * 1000,
+            "p95_ms": percentile(gaps, 0.95) * 1000,
+            "wall": wall,
+            "per_test_ms": wall * 4 / TRIVIAL_TESTS * 1000,
+        }
+    results["overhead"] = out
+
+
+# --- 4: cache -----------------------------------------------------------------------------------
+
+
+def bench_cache(root: Path, runs: int, results: dict[str, Any]) -> None:
+    project = Project(root, "thousand")
+    for part in range(50):
+        (project.tests / f"test_bulk_{part:02d}.py").write_text(
+            "".join(f"def test_{n}():\n    pass\n\n" for n in range(20))
+        )
+    project.config(workers=8)
+    project.testpool()
+    samples = []
+    for _ in range(runs):
+        wall, report = project.testpool()
+        assert report["workers"] == 0 and report["counts"]["cached"] == 1000, report["counts"]
+        samples.append(wall)
+    tree = root / "ten-thousand"
+    for folder in range(100):
+        (tree / f"d{folder:03d}").mkdir(parents=True)
+        for index in range(100):
+            (tree / f"d{folder:03d}" / f"f{index:03d}.py").write_text(f"# file {folder}/{index}\n" * 8)
+    from testpool.hashing import FileHasher
+
+    def hash_once() -> float:
+        started = time.perf_counter()
+        FileHasher(tree).tree(tree)
+        return time.perf_counter() - started
+
+    results["cache"] = {"cached_1000": statistics.median(samples), "hash_10000": median_of(runs, hash_once)}
+
+
+# --- 5: start-up ----------------------------------------------------------------------------------
+
+
+def bench_startup(root: Path, runs: int, results: dict[str, Any]) -> None:
+    from testpool.config import parse_config
+    from testpool.pool import Pool, PoolSettings
+    from testpool.secrets import Redactor
+
+    project = Project(root, "startup")
+
+    async def once(count: int) -> float:
+        config = parse_config(
+            {"server": "{python} server.py", "tests": "tests", "port_base": project.port_base},
+            root=project.root, source=project.root / "testpool.toml",
+        )  # fmt: skip
+        scratch = Path(tempfile.mkdtemp(prefix="bench-scratch-"))
+        pool = Pool(PoolSettings(config, f"bench{os.getpid()}x{count}", {}, Redactor([]), scratch, scratch / "logs"))
+        started = time.perf_counter()
+        try:
+            workers = pool.launch(count)
+            await asyncio.gather(*(pool.wait_ready(w) for w in workers))
+            return time.perf_counter() - started
+        finally:
+            await pool.shutdown()
+            shutil.rmtree(scratch)
+
+    timings = {n: median_of(runs, lambda n=n: asyncio.run(once(n))) for n in (1, 4, 8)}
+    results["startup"] = {"healthy": timings, "ratio_8_to_1": timings[8] / timings[1]}
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    tmux = subprocess.run(["tmux", "-V"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}, {tmux}"
+
+
+def render(results: dict[str, Any], runs: int) -> str:
+    lines = [f"machine: {machine()}; median of {runs} runs", ""]
+    if "scaling" in results:
+        scaling = results["scaling"]
+        lines += [
+            f"1. scaling: {SYNTHETIC_TESTS} tests, each waiting {SYNTHETIC_WAIT * 1000:.0f} ms on its worker's server "
+            "(a stand-in for page renders or scrapes)",
+            f"   ideal = time from invoking testpool until one worker is ready ({scaling['one_worker_ready']:.2f} s) "
+            f"+ {scaling['work']:.0f} s of test time / N",
+            "",
+            "| workers | wall (s) | speed-up | ideal (s) | efficiency |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['workers']} | {r['wall']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f} | {r['efficiency']:.2f} |"
+            for r in scaling["rows"]
+        ]
+        lines.append("")
+    if "overhead" in results:
+        lines += [
+            f"2. per-test overhead: {TRIVIAL_TESTS} trivial tests (one GET each), 4 workers; gap = one test's body "
+            "ending to the next test's body starting on the same worker",
+            "",
+            "| pytest mode | gap median (ms) | gap p95 (ms) | wall (s) | wall per test (ms) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for mode, label in (("session", "session (fast, default)"), ("process", "process (one pytest per test)")):
+            row = results["overhead"][mode]
+            lines.append(
+                f"| {label} | {row['median_ms']:.1f} | {row['p95_ms']:.1f} | {row['wall']:.2f} | {row['per_test_ms']:.1f} |"
+            )
+        lines.append("")
+    if "alternatives" in results:
+        alt = results["alternatives"]
+        lines += [
+            "3. against the alternatives, same synthetic suite",
+            "",
+            "| runner | wall (s) | testpool / it |",
+            "|---|---:|---:|",
+            f"| plain pytest, sequential, one server | {alt['sequential']:.2f} | {alt['testpool'][4] / alt['sequential']:.2f} (at 4 workers) |",
+        ]
+        for n in (4, 8):
+            lines.append(f"| pytest-xdist -n {n}, one server per xdist worker | {alt['xdist'][n]:.2f} | {alt['ratio'][n]:.2f} |")
+            lines.append(f"| testpool --workers {n} | {alt['testpool'][n]:.2f} | 1.00 |")
+        lines.append("")
+    if "cache" in results:
+        cache = results["cache"]
+        lines += [
+            "4. cache",
+            "",
+            f"- fully cached re-run of a 1,000-test suite (no worker started): {cache['cached_1000']:.2f} s",
+            f"- hashing 10,000 small files: {cache['hash_10000'] * 1000:.0f} ms",
+            "",
+        ]
+    if "startup" in results:
+        startup = results["startup"]
+        healthy = startup["healthy"]
+        lines += [
+            "5. start-up: time until N workers are healthy",
+            "",
+            "| workers | healthy after (s) |",
+            "|---:|---:|",
+            *(f"| {n} | {healthy[n]:.3f} |" for n in (1, 4, 8)),
+            "",
+            f"8 workers / 1 worker: {startup['ratio_8_to_1']:.2f}x",
+        ]
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "scaling": bench_scaling,
+    "alternatives": bench_alternatives,
+    "overhead": bench_overhead,
+    "cache": bench_cache,
+    "startup": bench_startup,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is shown)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    results: dict[str, Any] = {}
+    root = Path(tempfile.mkdtemp(prefix="tpbench-"))
+    try:
+        for name in SECTIONS:
+            if name in chosen:
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                SECTIONS[name](root, args.runs, results)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    results.pop("_synthetic", None)
+    print(render(results, args.runs))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
