@@ -50,7 +50,7 @@ def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
     if warning:
         err.print(f"testpool: warning: {warning}", markup=False)
     hasher = FileHasher(config.root)
-    cases, discovery_update = discover(runner, config, hasher, data, full=options.full)
+    cases, discovery_update = discover(runner, config, hasher, data)
     selected = select(cases, options.pattern)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)

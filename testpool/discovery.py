@@ -1,8 +1,9 @@
 """Find the tests (through the runner, or from the discovery cache) and apply ``--file``.
 
 pytest's collection costs an interpreter start and an import of every test module; when
-nothing under ``tests`` (nor pytest's configuration) changed since the last collection, its
-result is read back from the cache file instead. ``--full`` always collects afresh.
+nothing under ``tests`` (nor pytest's configuration, nor the ``env`` table) changed since the
+last collection, its result is read back from the cache file instead. (``--full`` ignores
+recorded *results*, not this; delete the cache file to force a fresh collection.)
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ if TYPE_CHECKING:
 
 
 def discover(
-    runner: Runner, config: Config, hasher: FileHasher, data: CacheData, *, full: bool
+    runner: Runner, config: Config, hasher: FileHasher, data: CacheData
 ) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None]:
     """The tests, and the discovery-cache update to record (None if nothing to record)."""
     key = runner.discovery_key(hasher)
     slot = f"{runner.name}:{config.tests}"
     cached = data.discovery.get(slot)
-    if key is not None and not full and cached and cached.get("key") == key:
+    if key is not None and cached and cached.get("key") == key:
         try:
             return [TestCase(t[0], t[1], tuple(t[2])) for t in cached["tests"]], None
         except (KeyError, IndexError, TypeError):

@@ -44,7 +44,7 @@ SYNTHETIC_TESTS = 64
 SYNTHETIC_WAIT = 0.25
 TRIVIAL_TESTS = 200
 
-SERVER = '''
+SERVER = """
 import os, signal, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
@@ -67,11 +67,11 @@ server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))  # stop at once: nothing to flush
 print("listening", flush=True)
 server.serve_forever()
-'''
+"""
 
 # Shared by testpool and the do-it-yourself runs: under testpool the worker's server is used;
 # otherwise a session fixture starts one server per pytest(-xdist) worker and polls it.
-CONFTEST = '''
+CONFTEST = """
 import os, subprocess, sys, tempfile, time
 import httpx, pytest
 
@@ -106,22 +106,22 @@ def base_url():
 def http(base_url):
     with httpx.Client(base_url=base_url, trust_env=False) as client:
         yield client
-'''
+"""
 
-SYNTHETIC_TEST = '''
+SYNTHETIC_TEST = """
 def test_render_{n}(http):
     assert http.get("/sleep?ms={ms}").status_code == 200
-'''
+"""
 
 TRIVIAL_HEADER = "import os, time\n"
-TRIVIAL_TEST = '''
+TRIVIAL_TEST = """
 def test_ping_{n}(http):
     start = time.time()
     assert http.get("/ping").status_code == 200
     end = time.time()
     with open(os.environ["BENCH_TIMES"] + "/" + os.environ.get("TESTPOOL_WORKER", "x"), "a") as out:
         out.write(f"{{start}} {{end}}\\n")
-'''
+"""
 
 
 def free_port_block(count: int = 8, start: int = 31000) -> int:
@@ -169,7 +169,9 @@ class Project:
         env.update(extra)
         return env
 
-    def testpool(self, *args: str, env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
+    def testpool(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> tuple[float, dict[str, Any]]:
         self.launched_unix = time.time()
         started = time.perf_counter()
         done = subprocess.run(
@@ -178,9 +180,21 @@ class Project:
         )  # fmt: skip
         wall = time.perf_counter() - started
         if done.returncode != 0:
-            raise SystemExit(f"testpool failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr}")
+            raise SystemExit(
+                f"testpool failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr}"
+            )
         report = json.loads((self.root / "test-results" / "report.json").read_text())
         return wall, report
+
+    def list_tests(self) -> None:
+        """`testpool list`: collects once, so every measured run starts from the same cache."""
+        subprocess.run(
+            [PYTHON, "-m", "testpool", "list"],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            check=True,
+        )
 
     def pytest(self, *args: str) -> float:
         env = self.env(BENCH_DIY_PORT_BASE=str(free_port_block(start=36000)))
@@ -221,7 +235,7 @@ def synthetic(root: Path) -> Project:
 
 def bench_scaling(root: Path, runs: int, results: dict[str, Any]) -> None:
     project = synthetic(root)
-    project.testpool("list")  # fills the discovery cache: every measured run starts the same way
+    project.list_tests()
     work = SYNTHETIC_TESTS * SYNTHETIC_WAIT
     walls: dict[int, float] = {}
     ready: dict[int, float] = {}
@@ -283,7 +297,7 @@ def bench_overhead(root: Path, runs: int, results: dict[str, Any]) -> None:
     out: dict[str, Any] = {}
     for mode in ("session", "process"):
         project.config(workers=4, pytest_mode=mode)
-        project.testpool("list")
+        project.list_tests()
         gaps: list[float] = []
         walls: list[float] = []
         for _ in range(runs):
@@ -291,7 +305,9 @@ def bench_overhead(root: Path, runs: int, results: dict[str, Any]) -> None:
             wall, report = project.testpool("--full", env=project.env(BENCH_TIMES=str(times)))
             walls.append(wall)
             for worker_file in times.iterdir():
-                spans = sorted(tuple(map(float, line.split())) for line in worker_file.read_text().splitlines())
+                spans = sorted(
+                    tuple(map(float, line.split())) for line in worker_file.read_text().splitlines()
+                )
                 gaps += [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
             shutil.rmtree(times)
         wall = statistics.median(walls)
@@ -324,7 +340,9 @@ def bench_cache(root: Path, runs: int, results: dict[str, Any]) -> None:
     for folder in range(100):
         (tree / f"d{folder:03d}").mkdir(parents=True)
         for index in range(100):
-            (tree / f"d{folder:03d}" / f"f{index:03d}.py").write_text(f"# file {folder}/{index}\n" * 8)
+            (tree / f"d{folder:03d}" / f"f{index:03d}.py").write_text(
+                f"# file {folder}/{index}\n" * 8
+            )
     from testpool.hashing import FileHasher
 
     def hash_once() -> float:
@@ -332,7 +350,10 @@ def bench_cache(root: Path, runs: int, results: dict[str, Any]) -> None:
         FileHasher(tree).tree(tree)
         return time.perf_counter() - started
 
-    results["cache"] = {"cached_1000": statistics.median(samples), "hash_10000": median_of(runs, hash_once)}
+    results["cache"] = {
+        "cached_1000": statistics.median(samples),
+        "hash_10000": median_of(runs, hash_once),
+    }
 
 
 # --- 5: start-up ----------------------------------------------------------------------------------
@@ -351,7 +372,11 @@ def bench_startup(root: Path, runs: int, results: dict[str, Any]) -> None:
             root=project.root, source=project.root / "testpool.toml",
         )  # fmt: skip
         scratch = Path(tempfile.mkdtemp(prefix="bench-scratch-"))
-        pool = Pool(PoolSettings(config, f"bench{os.getpid()}x{count}", {}, Redactor([]), scratch, scratch / "logs"))
+        pool = Pool(
+            PoolSettings(
+                config, f"bench{os.getpid()}x{count}", {}, Redactor([]), scratch, scratch / "logs"
+            )
+        )
         started = time.perf_counter()
         try:
             workers = pool.launch(count)
@@ -407,7 +432,10 @@ def render(results: dict[str, Any], runs: int) -> str:
             "| pytest mode | gap median (ms) | gap p95 (ms) | wall (s) | wall per test (ms) |",
             "|---|---:|---:|---:|---:|",
         ]
-        for mode, label in (("session", "session (fast, default)"), ("process", "process (one pytest per test)")):
+        for mode, label in (
+            ("session", "session (fast, default)"),
+            ("process", "process (one pytest per test)"),
+        ):
             row = results["overhead"][mode]
             lines.append(
                 f"| {label} | {row['median_ms']:.1f} | {row['p95_ms']:.1f} | {row['wall']:.2f} | {row['per_test_ms']:.1f} |"
@@ -423,7 +451,9 @@ def render(results: dict[str, Any], runs: int) -> str:
             f"| plain pytest, sequential, one server | {alt['sequential']:.2f} | {alt['testpool'][4] / alt['sequential']:.2f} (at 4 workers) |",
         ]
         for n in (4, 8):
-            lines.append(f"| pytest-xdist -n {n}, one server per xdist worker | {alt['xdist'][n]:.2f} | {alt['ratio'][n]:.2f} |")
+            lines.append(
+                f"| pytest-xdist -n {n}, one server per xdist worker | {alt['xdist'][n]:.2f} | {alt['ratio'][n]:.2f} |"
+            )
             lines.append(f"| testpool --workers {n} | {alt['testpool'][n]:.2f} | 1.00 |")
         lines.append("")
     if "cache" in results:
@@ -460,7 +490,9 @@ SECTIONS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is shown)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--json", type=Path, help="also write the figures here")
