@@ -16,12 +16,15 @@ This module runs inside the test process, never inside testpool; it imports noth
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import random
 import signal
 import socket
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import pytest
 
@@ -155,8 +158,30 @@ class _Zygote(_Collector):
                 except BaseException:
                     os._exit(70)
                 _serve(session, items, channel, self)
-                return True  # pytest finishes the session normally, in this worker only
+                _finish_worker(session)
             os.close(fds[0])
+
+
+def _finish_worker(session: pytest.Session) -> NoReturn:
+    """End a forked worker the way pytest would, minus interpreter teardown.
+
+    Session fixtures are already finalized; plugins still get ``pytest_sessionfinish`` and
+    ``pytest_unconfigure``, and ``atexit`` handlers run. Skipping the interpreter's own
+    teardown (module cleanup, a full garbage collection of everything collected) makes a
+    worker exit in milliseconds instead of a sizeable fraction of a second.
+    """
+    status = 0
+    try:
+        session.config.hook.pytest_sessionfinish(session=session, exitstatus=session.exitstatus)
+        session.config._ensure_unconfigure()
+        atexit._run_exitfuncs()
+    except BaseException:
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(status)
 
 
 def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) -> socket.socket:

@@ -51,6 +51,7 @@ from urllib.parse import urlparse, parse_qs
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else keep-alive + two small writes = a 40 ms delayed ACK
     def do_GET(self):
         url = urlparse(self.path)
         if url.path == "/sleep":
@@ -416,11 +417,11 @@ def render(results: dict[str, Any], runs: int) -> str:
             f"   ideal = time from invoking testpool until one worker is ready ({scaling['one_worker_ready']:.2f} s) "
             f"+ {scaling['work']:.0f} s of test time / N",
             "",
-            "| workers | wall (s) | speed-up | ideal (s) | efficiency |",
-            "|---:|---:|---:|---:|---:|",
+            "| workers | wall (s) | speed-up | ideal (s) | efficiency | all workers ready after (s) |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['workers']} | {r['wall']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f} | {r['efficiency']:.2f} |"
+            f"| {r['workers']} | {r['wall']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f} | {r['efficiency']:.2f} | {r['ready']:.2f} |"
             for r in scaling["rows"]
         ]
         lines.append("")

@@ -137,3 +137,47 @@ def test_{n}():
         per_worker.setdefault(worker, set()).add(pid)
     assert len(seen) == 6
     assert all(len(found) == 1 for found in per_worker.values()), per_worker
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_session_fixtures_hooks_and_atexit_finish_in_every_worker(
+    project: Project, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "finish.log"
+    project.write(
+        "tests/conftest.py",
+        f"""
+        import atexit, os
+        import pytest
+
+        def _note(what):
+            with open({str(log)!r}, "a") as handle:
+                handle.write(what + " " + os.environ.get("TESTPOOL_WORKER", "?") + "\\n")
+
+        @pytest.fixture(scope="session")
+        def resource():
+            yield "r"
+            _note("teardown")
+
+        def pytest_sessionfinish(session):
+            if os.environ.get("TESTPOOL_WORKER") is not None and session.testscollected:
+                _note("sessionfinish")
+                atexit.register(_note, "atexit")
+        """,
+    )
+    project.write(
+        "tests/test_uses.py",
+        "".join(f"def test_{n}(resource):\n    assert resource == 'r'\n" for n in range(4)),
+    )
+    project.config(workers=2, pytest_mode=mode)
+
+    result = project.run()
+    assert result.returncode == 0
+
+    lines = log.read_text().splitlines()
+    tests_on = {w: sum(t["worker"] == w for t in result.report["tests"]) for w in (0, 1)}  # type: ignore[index]
+    for worker in (0, 1):
+        # session mode: one pytest per worker; process mode: one per test
+        expected = 1 if mode == "session" else tests_on[worker]
+        for what in ("teardown", "sessionfinish", "atexit"):
+            assert lines.count(f"{what} {worker}") == expected, (what, worker, lines)
