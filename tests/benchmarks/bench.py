@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,7 +215,7 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 # --- 1 + 3: scaling and the alternatives ----------------------------------------------------
@@ -303,7 +302,7 @@ def bench_overhead(root: Path, runs: int, results: dict[str, Any]) -> None:
         walls: list[float] = []
         for _ in range(runs):
             times = Path(tempfile.mkdtemp(prefix="bench-times-"))
-            wall, report = project.testpool("--full", env=project.env(BENCH_TIMES=str(times)))
+            wall, _report = project.testpool("--full", env=project.env(BENCH_TIMES=str(times)))
             walls.append(wall)
             for worker_file in times.iterdir():
                 spans = sorted(
