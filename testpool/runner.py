@@ -211,6 +211,7 @@ class Run:
             common_env={**pool.global_env(), RUN_ID_VARIABLE: self.run_id},
         )
         executor = self.executor = self.runner.executor(context)
+        await executor.warm_up()
         workers = pool.launch(count)
         pool.on_change(self._worker_changed)
         self.reporter.start(self._board(workers))
@@ -512,7 +513,7 @@ class Run:
         await asyncio.gather(
             *(session.close() for session in self.sessions.values()), return_exceptions=True
         )
-        if self.executor is not None:
+        if self.executor is not None:  # after the sessions: the zygote reports their exits
             await self.executor.close()
         procs.terminate_groups(self.tracker.groups)
         if self.pool is not None:

@@ -67,6 +67,10 @@ class WorkerExecutor(Protocol):
 
 
 class Executor(Protocol):
+    async def warm_up(self) -> None:
+        """Start slow one-time work that needs no worker (e.g. collecting) before the workers
+        start, and return as soon as it is under way."""
+
     async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
         """One-time work before any test runs (e.g. compiling). Returns tests already decided
         (e.g. the tests of a package that failed to compile)."""

@@ -95,6 +95,9 @@ class CommandExecutor:
         self.runner = runner
         self.context = context
 
+    async def warm_up(self) -> None:
+        return None
+
     async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
         return {}
 

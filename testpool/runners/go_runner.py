@@ -98,6 +98,9 @@ class GoExecutor:
         self.context = context
         self._binaries: dict[str, Path] = {}
 
+    async def warm_up(self) -> None:
+        return None  # prepare() compiles; it already runs alongside the workers' start-up
+
     async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
         """Compile every package's test binary, concurrently. Returns the tests that cannot run."""
         go = find_go()

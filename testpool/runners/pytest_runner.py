@@ -151,6 +151,10 @@ class PytestExecutor:
         if runner.config.pytest_mode == "session":
             self.zygote = Zygote(runner, context)
 
+    async def warm_up(self) -> None:
+        if self.zygote is not None:
+            await self.zygote.spawn()  # collects while tmux and the servers start
+
     async def prepare(self, cases: list[TestCase]) -> dict[str, Outcome]:
         return {}
 

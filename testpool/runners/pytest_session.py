@@ -86,9 +86,12 @@ class Zygote:
         async with self._lock:
             if self.alive and self._ready.is_set():
                 return
-            await self._start()
+            if not self.alive:
+                await self.spawn()
+            await self._wait_ready()
 
-    async def _start(self) -> None:
+    async def spawn(self) -> None:
+        """Start the zygote; returns as soon as it runs (collection goes on meanwhile)."""
         await self._stop()
         self._ready.clear()
         self.error = None
@@ -119,6 +122,8 @@ class Zygote:
             asyncio.ensure_future(self._read_messages(messages)),
             asyncio.ensure_future(self._drain_stdout(process)),
         ]
+
+    async def _wait_ready(self) -> None:
         ready = asyncio.ensure_future(self._ready.wait())
         try:
             await asyncio.wait(
