@@ -51,6 +51,8 @@ def group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    if pid_alive(pgid):
+        return True  # the leader itself runs: no need to look further
     # killpg succeeds on a group of zombies; look closer before waiting on them.
     for proc in psutil.process_iter(["pid", "status"]):
         try:
@@ -95,6 +97,17 @@ def terminate_groups(pgids: Iterable[int], grace: float = KILL_WAIT) -> None:
         pending = [pgid for pgid in pending if group_alive(pgid)]
         if pending:
             time.sleep(_POLL)
+
+
+async def wait_groups_gone(pgids: Iterable[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` for process groups to end on their own; returns those still alive."""
+    pending = list(pgids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline and not _hurry:
+        pending = [pgid for pgid in pending if _group_exists(pgid)]
+        if pending:
+            await asyncio.sleep(_POLL)
+    return [pgid for pgid in pending if _group_exists(pgid)]
 
 
 def kill_group_now(pgid: int) -> None:

@@ -145,7 +145,7 @@ class _Zygote(_Collector):
         while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
             if not data:
-                return True  # testpool closed the control socket: the zygote is done
+                _finish_worker(session)  # testpool closed the control socket: the zygote is done
             if not fds:
                 continue
             pid = os.fork()
@@ -163,7 +163,7 @@ class _Zygote(_Collector):
 
 
 def _finish_worker(session: pytest.Session) -> NoReturn:
-    """End a forked worker the way pytest would, minus interpreter teardown.
+    """End a forked worker (or the zygote) the way pytest would, minus interpreter teardown.
 
     Session fixtures are already finalized; plugins still get ``pytest_sessionfinish`` and
     ``pytest_unconfigure``, and ``atexit`` handlers run. Skipping the interpreter's own
@@ -225,8 +225,11 @@ def _serve(
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
             message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
         channel.sendall((json.dumps(message) + "\n").encode())
-    # testpool hung up: the worker is done; finalize session fixtures too.
+    # testpool is done with this worker: finalize session fixtures, then say so (testpool stops
+    # the servers only after that, since a fixture's teardown may still need its server).
     session._setupstate.teardown_exact(None)
+    with contextlib.suppress(OSError):
+        channel.sendall(b'{"bye": true}\n')
     channel.close()
 
 

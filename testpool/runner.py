@@ -510,14 +510,18 @@ class Run:
     async def _cleanup(self, journal: RunJournal | None, scratch: Path | None) -> None:
         """Stop everything this run started, in stages, whatever state it is in."""
         self.reporter.stop()
+        # 1. Executors finish their work (session fixtures may still need the servers).
         await asyncio.gather(
             *(session.close() for session in self.sessions.values()), return_exceptions=True
         )
-        if self.executor is not None:  # after the sessions: the zygote reports their exits
-            await self.executor.close()
-        procs.terminate_groups(self.tracker.groups)
+        # 2. Servers stop while long-lived executor processes wind down on their own.
+        stopping = [self.executor.close()] if self.executor is not None else []
         if self.pool is not None:
-            await self.pool.shutdown()
+            stopping.append(self.pool.shutdown())
+        await asyncio.gather(*stopping)
+        # 3. Whatever is still running gets the staged stop.
+        left = await procs.wait_groups_gone(self.tracker.groups, procs.KILL_WAIT)
+        procs.terminate_groups(left)
         # Anything that escaped its process group still carries our run id.
         strays = procs.processes_of_run(self.run_id)
         if strays:

@@ -267,13 +267,21 @@ class PytestSession:
         )
 
     async def close(self) -> None:
-        """Hang up: the fork finalizes its session fixtures and exits; then make sure."""
+        """Say we are done and wait until the fork has finalized its session fixtures.
+
+        The fork then winds down on its own (plugins' session-finish hooks) while testpool
+        stops the servers; the run's cleanup waits for it, within the usual deadline.
+        """
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        conn.writer.close()
-        if await self.zygote.exit_status(conn.pid, procs.KILL_WAIT) is None:
+        try:
+            conn.writer.write_eof()
+            await asyncio.wait_for(conn.reader.read(), procs.KILL_WAIT)
+        except (OSError, TimeoutError):
             await procs.terminate_group(conn.pid)
+        finally:
+            conn.writer.close()
 
     async def _stop(self) -> None:
         conn, self._conn = self._conn, None
