@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,16 +15,15 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
-from testpool.config import MAX_WORKERS
+from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import ExitCode
 from testpool.hashing import FileHasher
-from testpool.report.console import make_reporter
 from testpool.report.files import write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, Status, TestResult
-from testpool.runner import Run, RunOptions, new_run_id
 from testpool.runners import make_runner
+from testpool.state import new_run_id
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -87,6 +85,12 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
             started_unix=time.time(),
         )
     else:
+        # Imported here: a fully cached run needs neither asyncio, httpx nor tmux.
+        import asyncio
+
+        from testpool.report.console import make_reporter
+        from testpool.runner import Run
+
         reporter = make_reporter(out)
         run = Run(
             config,

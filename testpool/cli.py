@@ -13,10 +13,9 @@ from typing import Any
 import click
 
 from testpool import __version__
-from testpool.config import MAX_WORKERS, Config, load_config, with_overrides
+from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
 from testpool.errors import ExitCode, TestpoolError
 from testpool.report.console import make_consoles
-from testpool.runner import RunOptions
 
 EXIT_CODES = """\b
 Exit codes:

@@ -96,6 +96,18 @@ class Config:
         }
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """The per-invocation choices from the command line (not part of the config file)."""
+
+    full: bool = False
+    pattern: str | None = None
+    verbose: bool = False
+    retries: int = 0
+    max_failures: int | None = None
+    fail_on_flaky: bool = False
+
+
 # key -> (accepted python types, human description)
 _NUMBER = (int, float)
 _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {

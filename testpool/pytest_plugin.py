@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import os
 import random
@@ -140,6 +141,9 @@ class _Zygote(_Collector):
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         items = {item.nodeid: item for item in session.items}
         signal.signal(signal.SIGCHLD, self._reap)
+        # Everything collected so far lives as long as the workers: keep it out of the
+        # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
+        gc.freeze()
         self._send({"ready": len(items)})
         control = socket.socket(fileno=self._cmd_fd)
         while True:

@@ -15,13 +15,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+# While the run lives the reaper is only `cat` waiting on the pipe: no Python interpreter
+# competes for the CPU while the workers start. Python starts when there is work to do.
+_WAIT_THEN_REAP = 'cat >/dev/null; exec "$0" -m testpool.reaper "$1"'
+
 
 def spawn(record_path: Path) -> int:
     """Start the reaper for ``record_path``; returns the pipe's write end, which the run keeps."""
     read_end, write_end = os.pipe()  # non-inheritable: no child of ours holds the write end
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "testpool.reaper", str(record_path)],
+            ["/bin/sh", "-c", _WAIT_THEN_REAP, sys.executable, str(record_path)],
             stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -35,7 +39,7 @@ def spawn(record_path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     record_path = Path(argv[0])
-    # Blocks until every writer is gone, i.e. until the run has ended one way or another.
+    # The run has ended (the pipe reached end-of-file); drain in case we were started directly.
     while sys.stdin.buffer.read(4096):
         pass
     if not record_path.exists():

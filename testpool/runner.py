@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets as random_source
 import shutil
 import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,32 +35,16 @@ from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.scheduler import Scheduler
 from testpool.secrets import Redactor, load_secrets
-from testpool.state import RunJournal
+from testpool.state import RunJournal, new_run_id
 
 if TYPE_CHECKING:
-    from testpool.config import Config
+    from testpool.config import Config, RunOptions
     from testpool.report.console import PlainReporter
     from testpool.runners.base import Executor, Runner, WorkerExecutor
 
 T = TypeVar("T")
 CACHE_FLUSH_INTERVAL = 1.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The per-invocation choices from the command line."""
-
-    full: bool = False
-    pattern: str | None = None
-    verbose: bool = False
-    retries: int = 0
-    max_failures: int | None = None
-    fail_on_flaky: bool = False
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + random_source.token_hex(3)
 
 
 class CacheRecorder:

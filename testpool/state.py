@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,11 @@ class RunRecord:
             ],
             dirs=[str(d) for d in data.get("dirs", [])],
         )
+
+
+def new_run_id() -> str:
+    """Sortable and unique: ``20261122093012-a1b2c3``."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def runs_folder() -> Path:

@@ -106,7 +106,9 @@ def _test_processes(run_id: str) -> list[int]:
 def _reaper_of(run_id: str) -> psutil.Process:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "testpool.reaper" in cmdline and any(run_id in part for part in cmdline):
+        if any("testpool.reaper" in part for part in cmdline) and any(
+            run_id in part for part in cmdline
+        ):
             return proc
     raise AssertionError("no reaper found")
 
@@ -128,7 +130,7 @@ def test_sigkill_of_testpool_and_reaper_then_testpool_clean(
 ) -> None:
     process, record = _start_hanging_run(project, tmp_path)
     run_id = str(record["run_id"])
-    _reaper_of(run_id).kill()
+    os.killpg(_reaper_of(run_id).pid, signal.SIGKILL)
     os.kill(process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
     process.wait(timeout=10)  # type: ignore[attr-defined]
     left = project.leftovers([run_id])
@@ -148,7 +150,7 @@ def test_sigkill_of_testpool_and_reaper_then_testpool_clean(
 def test_next_run_sweeps_a_dead_run_first(project: Project, tmp_path: Path) -> None:
     process, record = _start_hanging_run(project, tmp_path)
     run_id = str(record["run_id"])
-    _reaper_of(run_id).kill()
+    os.killpg(_reaper_of(run_id).pid, signal.SIGKILL)
     os.kill(process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
     process.wait(timeout=10)  # type: ignore[attr-defined]
     project.write("tests/test_hang.py", "def test_quick(): pass\n")
