@@ -15,8 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from testpool import procs
+
+if TYPE_CHECKING:
+    from testpool.state import RunJournal
 
 # Keep at most this much of a test's output in memory (the head is dropped, the tail kept).
 OUTPUT_LIMIT = 8 * 1024 * 1024
@@ -24,16 +28,26 @@ TRUNCATED_NOTE = b"[testpool: earlier output truncated]\n"
 
 
 class ProcessTracker:
-    """The process groups of this run that are alive right now. Used by the interrupt path."""
+    """The process groups of this run that are alive right now.
 
-    def __init__(self) -> None:
+    Used by the interrupt path; each change is also written to the run's journal, so that
+    ``testpool clean`` (or the reaper) knows them if this process dies.
+    """
+
+    def __init__(self, journal: RunJournal | None = None) -> None:
         self._groups: set[int] = set()
+        self._journal = journal
 
-    def add(self, pgid: int) -> None:
+    def add(self, pgid: int, what: str = "test process") -> None:
         self._groups.add(pgid)
+        if self._journal is not None:
+            self._journal.add_processes([(pgid, what)])
 
     def discard(self, pgid: int) -> None:
-        self._groups.discard(pgid)
+        if pgid in self._groups:
+            self._groups.discard(pgid)
+            if self._journal is not None:
+                self._journal.remove_process(pgid)
 
     @property
     def groups(self) -> frozenset[int]:

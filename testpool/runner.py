@@ -70,7 +70,9 @@ class CacheRecorder:
     async def flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(CACHE_FLUSH_INTERVAL)
-            await asyncio.to_thread(self.flush)
+            # The batch is taken here, on the loop, so add() never races the writing thread.
+            batch, self._pending = self._pending, {}
+            await asyncio.to_thread(self.store.record, batch, salt=self.salt)
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -144,6 +146,7 @@ class Run:
             self.recorder.secret_names = tuple(sorted(secrets))
             self._prepare_results_dir()
             journal = RunJournal(self.run_id, self.config.root)
+            self.tracker = ProcessTracker(journal)
             reaper_fd = reaper.spawn(journal.path)
             scratch = make_private_dir("run")
             journal.add_dir(scratch)

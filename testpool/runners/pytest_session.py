@@ -176,7 +176,7 @@ class Zygote:
         except (TimeoutError, ValueError, KeyError):
             writer.close()
             raise ZygoteError("the pytest zygote did not fork a worker") from None
-        self.context.tracker.add(pid)
+        self.context.tracker.add(pid, f"pytest of worker {worker.index}")
         return Connection(reader, writer, pid, output)
 
     async def exit_status(self, pid: int, timeout: float) -> int | None:
