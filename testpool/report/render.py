@@ -76,7 +76,10 @@ def render_board(board: Board, now: float, width: int = 100) -> RenderableType:
     header.append(f"elapsed {fmt_seconds(elapsed)}")
     if remaining is not None:
         header.append(f"  eta {fmt_seconds(remaining)}")
-    bar = ProgressBar(total=max(board.total, 1), completed=board.done, width=max(10, width - 4))
+    bar = Table.grid()  # a grid row ends its line; a bare ProgressBar does not
+    bar.add_row(
+        ProgressBar(total=max(board.total, 1), completed=board.done, width=max(10, width - 4))
+    )
     table = Table.grid(padding=(0, 2))
     for column in ("worker", "port", "state", "for", "test"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")

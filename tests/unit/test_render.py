@@ -81,6 +81,9 @@ def test_board_shows_progress_and_workers() -> None:
         workers=[WorkerView(0, 9000, "running", "e2e/a.py::test_x", 103.0), WorkerView(1, 9001, "idle")],
     )  # fmt: skip
     text = text_of(render_board(board, now=105.0, width=100))
+    lines = text.splitlines()
+    assert lines[0].strip().startswith("4/10")
+    assert lines[2].startswith("w0") and lines[3].startswith("w1"), "one line per worker"
     assert "4/10" in text and "1 failed" in text
     assert "elapsed 5.0s" in text and "eta 6.0s" in text
     assert "w0" in text and "9000" in text and "e2e/a.py::test_x" in text and "2.0s" in text
