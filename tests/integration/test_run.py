@@ -25,6 +25,23 @@ def test_prints():
     print("hello from the test")
 """
 
+
+def flaky_suite(marker: str) -> str:
+    """A test that fails on its first attempt only, and a test that always passes."""
+    return f"""
+from pathlib import Path
+MARK = Path({marker!r})
+
+def test_flaky():
+    if not MARK.exists():
+        MARK.write_text("failed once")
+        raise AssertionError("first attempt fails")
+
+def test_other():
+    pass
+"""
+
+
 FAILING = """
 def test_fails():
     print("the reason is printed here")
@@ -83,21 +100,7 @@ def test_hanging_test_is_killed_at_the_timeout(project: Project, mode: str) -> N
 
 @pytest.mark.parametrize("mode", MODES)
 def test_flaky_test_is_reported_flaky_with_a_retry(project: Project, mode: str) -> None:
-    project.write(
-        "tests/test_flaky.py",
-        f"""
-        from pathlib import Path
-        MARK = Path({str(project.tmp / "flaky-once")!r})
-
-        def test_flaky():
-            if not MARK.exists():
-                MARK.write_text("failed once")
-                raise AssertionError("first attempt fails")
-
-        def test_other():
-            pass
-        """,
-    )
+    project.write("tests/test_flaky.py", flaky_suite(str(project.tmp / "flaky-once")))
     project.config(workers=2, pytest_mode=mode)
 
     result = project.run("--retries", "1")
@@ -115,22 +118,11 @@ def test_flaky_test_is_reported_flaky_with_a_retry(project: Project, mode: str) 
 
 
 def test_fail_on_flaky_turns_flaky_into_exit_1(project: Project) -> None:
-    project.write(
-        "tests/test_flaky.py",
-        f"""
-        from pathlib import Path
-        MARK = Path({str(project.tmp / "flaky-once")!r})
-
-        def test_flaky():
-            if not MARK.exists():
-                MARK.write_text("x")
-                raise AssertionError("first attempt fails")
-        """,
-    )
+    project.write("tests/test_flaky.py", flaky_suite(str(project.tmp / "flaky-once")))
     project.config()
     result = project.run("--retries", "1", "--fail-on-flaky")
     assert result.returncode == 1
-    assert result.statuses == {"tests/test_flaky.py::test_flaky": "flaky"}
+    assert result.statuses["tests/test_flaky.py::test_flaky"] == "flaky"
 
 
 def test_file_filter_selects_exactly_the_matching_tests(project: Project) -> None:
