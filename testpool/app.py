@@ -18,10 +18,11 @@ from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
 from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import ExitCode
+from testpool.fsutil import display_path, indent
 from testpool.hashing import FileHasher
 from testpool.report.files import write_reports
 from testpool.report.render import summary_renderables
-from testpool.results import RunSummary, Status, TestResult
+from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
 from testpool.state import new_run_id
 
@@ -75,10 +76,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     if not to_run:
         summary = RunSummary(
             run_id=new_run_id(),
-            results=[
-                TestResult(i.case.id, i.case.file, Status.CACHED, message="unchanged")
-                for i in cached
-            ],
+            results=[cached_result(i.case.id, i.case.file) for i in cached],
             wall_time=time.monotonic() - started,
             workers=0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -106,13 +104,13 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
         )
         summary = asyncio.run(run.execute())
     junit, report = write_reports(summary, config.results_path)
-    shown = [_relative(junit, config), _relative(report, config)]
+    shown = [display_path(junit, config.root), display_path(report, config.root)]
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:
         err.print(f"testpool: error: {summary.error}", markup=False)
         if summary.error_detail:
-            err.print(_indent(summary.error_detail), markup=False, highlight=False)
+            err.print(indent(summary.error_detail), markup=False, highlight=False)
     return summary.exit_code()
 
 
@@ -155,17 +153,3 @@ def clean(config: Config | None, out: Console) -> int:
     if not reports:
         out.print("nothing to clean")
     return ExitCode.OK
-
-
-def _relative(path: object, config: Config) -> str:
-    from pathlib import Path
-
-    assert isinstance(path, Path)
-    try:
-        return str(path.relative_to(config.root))
-    except ValueError:
-        return str(path)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

@@ -183,7 +183,9 @@ def parse(text: str, name: str = "cache") -> tuple[CacheData, str | None]:
             f"(this testpool writes {VERSION}); ignoring it",
         )
     salt = document.get("salt")
-    data = CacheData(salt=salt if isinstance(salt, str) and salt else random_source.token_hex(16))
+    data = CacheData(
+        salt=salt if isinstance(salt, str) and _is_hex(salt) else random_source.token_hex(16)
+    )
     tests = document.get("tests")
     if isinstance(tests, dict):
         for test_id, raw in tests.items():
@@ -195,6 +197,16 @@ def parse(text: str, name: str = "cache") -> tuple[CacheData, str | None]:
     if isinstance(discovery, dict):
         data.discovery = {k: v for k, v in discovery.items() if isinstance(v, dict)}
     return data, None
+
+
+def _is_hex(value: object) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
 
 
 # --- fingerprints and the plan --------------------------------------------------------------
@@ -229,7 +241,9 @@ def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str)
         inputs=hasher.files(input_files),
         seed=hasher.files(seed_files) if seed else "none",
         config=combine([json.dumps(config_document, sort_keys=True)]),
-        secrets=fingerprint(secrets_paths, bytes.fromhex(salt)) if secrets_paths else "none",
+        secrets=fingerprint(secrets_paths, bytes.fromhex(salt), config.root)
+        if secrets_paths
+        else "none",
     )
 
 

@@ -5,6 +5,7 @@ Errors are turned into a one-line message and an exit code here and nowhere else
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,16 +16,18 @@ import click
 from testpool import __version__
 from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
 from testpool.errors import ExitCode, TestpoolError
+from testpool.fsutil import indent
 from testpool.report.console import make_consoles
 
 EXIT_CODES = """\b
 Exit codes:
-  0    every test passed (cached tests count as passed)
+  0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
   2    usage or configuration error (including secrets)
-  3    infrastructure: tmux missing, a worker port taken, a worker that did not start
+  3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
+       a worker that did not start, every worker retired
   5    no tests found, or none matched --file
-  130  interrupted (Ctrl-C or SIGTERM)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
 
 
@@ -47,20 +50,29 @@ class _Group(click.Group):
         sys.exit(code or 0)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop testpool the way Ctrl-C does
+
+
 def _guard(action: Callable[[], int]) -> int:
     """The single boundary where errors become a message and an exit code."""
     _, err = make_consoles()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        for sig in previous:
+            signal.signal(sig, _interrupt)
         return action()
     except TestpoolError as error:
         err.print(f"testpool: error: {error.message}", markup=False, highlight=False)
         if error.detail:
-            detail = "\n".join("  " + line for line in error.detail.splitlines())
-            err.print(detail, markup=False, highlight=False)
+            err.print(indent(error.detail), markup=False, highlight=False)
         return error.exit_code
     except KeyboardInterrupt:
         err.print("testpool: interrupted")
         return ExitCode.INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _config(path: Path | None, **overrides: Any) -> Config:

@@ -52,6 +52,15 @@ def safe_filename(test_id: str, *, limit: int = 120) -> str:
     return f"{readable}-{xxhash.xxh3_64_hexdigest(test_id.encode())[:8]}"
 
 
+def display_path(path: Path, root: Path) -> str:
+    """``path`` as a user sees it: relative to the project root when it is inside it."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
 def tail(text: str, lines: int) -> str:
     """The last ``lines`` lines of ``text``."""
     parts = text.rstrip("\n").splitlines()

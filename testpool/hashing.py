@@ -36,6 +36,8 @@ class FileHasher:
                     digest = xxhash.xxh3_64_hexdigest(handle.read())
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 digest = MISSING
+            except OSError as error:  # unreadable: never equal to a digest of content
+                digest = f"unreadable:{error.errno}"
             self._memo[path] = digest
         return digest
 
@@ -48,9 +50,6 @@ class FileHasher:
             combined.update(self.file(path).encode())
             combined.update(b"\n")
         return combined.hexdigest()
-
-    def globs(self, patterns: Iterable[str]) -> str:
-        return self.files(expand_globs(self.root, patterns))
 
     def tree(self, folder: Path) -> str:
         return self.files(walk_files(folder))
@@ -95,10 +94,6 @@ def expand_globs(root: Path, patterns: Iterable[str]) -> list[Path]:
             walked.append(folder)
             found.update(walk_files(folder))
     return sorted(found)
-
-
-def digest_text(text: str) -> str:
-    return xxhash.xxh3_64_hexdigest(text.encode())
 
 
 def combine(parts: Iterable[str]) -> str:

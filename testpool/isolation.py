@@ -31,6 +31,7 @@ def seed_data_dir(folder: Path, seed: Path | None) -> None:
     """Fill ``folder`` from ``seed``, or with the default empty data files."""
     if seed is not None:
         shutil.copytree(seed, folder, dirs_exist_ok=True, symlinks=True)
+        folder.chmod(0o700)  # copytree copied the seed folder's own mode onto ours
         return
     for name, content in DEFAULT_FILES.items():
         (folder / name).write_text(content)

@@ -33,7 +33,7 @@ from testpool.errors import (
 from testpool.health import probe, wait_healthy
 from testpool.isolation import make_data_dir, remove_dir
 from testpool.procs import RUN_ID_VARIABLE
-from testpool.tmux import SpawnSpec, TmuxServer, log_pipe_command
+from testpool.tmux import TMUX_VARIABLES, SpawnSpec, TmuxServer, log_pipe_command
 
 if TYPE_CHECKING:
     from testpool.config import Config
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 2  # per worker; past that it is retired
 LOG_TAIL_LINES = 20
-_TMUX_VARIABLES = ("TMUX", "TMUX_PANE")
 
 
 class WorkerState:
@@ -181,7 +180,7 @@ class Pool:
         """Called on every worker state change (the live view listens)."""
         self._on_change = callback
 
-    def _set_state(self, worker: Worker, state: str) -> None:
+    def set_state(self, worker: Worker, state: str) -> None:
         worker.state = state
         self._on_change(worker)
 
@@ -189,7 +188,7 @@ class Pool:
 
     def global_env(self) -> dict[str, str]:
         """The tmux server's environment: ours, the config's ``env`` and the secrets."""
-        env = {k: v for k, v in self.settings.base_environ.items() if k not in _TMUX_VARIABLES}
+        env = {k: v for k, v in self.settings.base_environ.items() if k not in TMUX_VARIABLES}
         env.update(self.config.env)
         env.update(self.settings.secrets)
         return env
@@ -235,7 +234,7 @@ class Pool:
         pids = self._tmux.start(self.global_env(), [self._spec(w) for w in self.workers])
         for worker, pid in zip(self.workers, pids, strict=True):
             worker.pane_pid = pid
-            self._set_state(worker, WorkerState.STARTING)
+            self.set_state(worker, WorkerState.STARTING)
         if journal:
             journal.add_processes([(pid, "dev server") for pid in pids])
         return self.workers
@@ -261,7 +260,7 @@ class Pool:
         worker.pane_pid = self._tmux.spawn(self._spec(worker))
         if self.settings.journal:
             self.settings.journal.add_processes([(worker.pane_pid, "dev server")])
-        self._set_state(worker, WorkerState.STARTING)
+        self.set_state(worker, WorkerState.STARTING)
 
     async def wait_ready(self, worker: Worker) -> None:
         """Wait until ``worker`` answers its health check; raise a full error if it does not."""
@@ -281,7 +280,7 @@ class Pool:
                 f"command: {self.config.server}",
                 detail=self.log_tail(worker),
             ) from None
-        self._set_state(worker, WorkerState.IDLE)
+        self.set_state(worker, WorkerState.IDLE)
 
     def log_tail(self, worker: Worker, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines the server printed (from the pane itself if the log has nothing)."""
@@ -312,12 +311,12 @@ class Pool:
         """
         await self._stop_server(worker)
         if worker.restarts >= MAX_RESTARTS:
-            self._set_state(worker, WorkerState.RETIRED)
+            self.set_state(worker, WorkerState.RETIRED)
             worker.log.note(f"worker retired after {worker.restarts} restarts ({reason})")
             return False
         worker.restarts += 1
         worker.generation += 1
-        self._set_state(worker, WorkerState.RESTARTING)
+        self.set_state(worker, WorkerState.RESTARTING)
         worker.log.note(f"restarting the server ({reason})")
         self._drop_data_dir(worker.data_dir)
         worker.data_dir = self._make_data_dir()
@@ -328,12 +327,9 @@ class Pool:
         except WorkerStartError as error:
             worker.log.note(f"restart failed: {error.message}")
             await self._stop_server(worker)
-            self._set_state(worker, WorkerState.RETIRED)
+            self.set_state(worker, WorkerState.RETIRED)
             return False
         return True
-
-    def retire(self, worker: Worker) -> None:
-        self._set_state(worker, WorkerState.RETIRED)
 
     # --- stop ------------------------------------------------------------------------------
 

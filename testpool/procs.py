@@ -71,7 +71,7 @@ async def terminate_group(pgid: int, grace: float = KILL_WAIT) -> None:
     signal_group(pgid, signal.SIGCONT)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and not _hurry:
-        if not _group_exists(pgid):
+        if not group_alive(pgid):
             return
         await asyncio.sleep(_POLL)
     if group_alive(pgid):
@@ -86,7 +86,7 @@ def terminate_groups(pgids: Iterable[int], grace: float = KILL_WAIT) -> None:
         signal_group(pgid, signal.SIGCONT)
     deadline = time.monotonic() + grace
     while pending and time.monotonic() < deadline:
-        pending = [pgid for pgid in pending if _group_exists(pgid)]
+        pending = [pgid for pgid in pending if group_alive(pgid)]
         if pending:
             time.sleep(_POLL)
     for pgid in pending:
@@ -104,10 +104,10 @@ async def wait_groups_gone(pgids: Iterable[int], timeout: float) -> list[int]:
     pending = list(pgids)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline and not _hurry:
-        pending = [pgid for pgid in pending if _group_exists(pgid)]
+        pending = [pgid for pgid in pending if group_alive(pgid)]
         if pending:
             await asyncio.sleep(_POLL)
-    return [pgid for pgid in pending if _group_exists(pgid)]
+    return [pgid for pgid in pending if group_alive(pgid)]
 
 
 def kill_group_now(pgid: int) -> None:
@@ -118,15 +118,6 @@ async def _wait_gone(pgid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and group_alive(pgid):
         await asyncio.sleep(_POLL)
-
-
-def _group_exists(pgid: int) -> bool:
-    """Cheap check: killpg(0) works while any member (even a zombie) is left."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return group_alive(pgid)
 
 
 def pid_alive(pid: int) -> bool:

@@ -129,6 +129,11 @@ class TestResult:
         )
 
 
+def cached_result(test_id: str, file: str) -> TestResult:
+    """The result of a test the cache skipped."""
+    return TestResult(test_id, file, Status.CACHED, message="unchanged")
+
+
 @dataclass
 class RunSummary:
     """All results of a run plus what the run was. Built by the runner, read by the reporters."""
@@ -177,7 +182,10 @@ class RunSummary:
             "wall_time": round(self.wall_time, 4),
             "workers": self.workers,
             "interrupted": self.interrupted,
+            "fail_on_flaky": self.fail_on_flaky,
             "error": self.error,
+            "error_detail": self.error_detail,
+            "error_exit": self.error_exit,
             "exit_code": self.exit_code(),
             "counts": {status.value: counts.get(status, 0) for status in STATUS_ORDER},
             "infra_events": list(self.infra_events),
@@ -196,7 +204,10 @@ class RunSummary:
             started_at=str(data["started_at"]),
             started_unix=float(data.get("started_unix", 0.0)),
             interrupted=bool(data.get("interrupted", False)),
+            fail_on_flaky=bool(data.get("fail_on_flaky", False)),
             error=str(data.get("error", "")),
+            error_detail=str(data.get("error_detail", "")),
+            error_exit=int(data.get("error_exit", 0)),
             infra_events=list(data.get("infra_events", [])),
             worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
             workers_detail=list(data.get("workers_detail", [])),

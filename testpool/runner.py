@@ -26,12 +26,12 @@ from testpool import procs, reaper
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
 from testpool.errors import InfrastructureError, TestpoolError
 from testpool.execution import ProcessTracker
-from testpool.fsutil import safe_filename
+from testpool.fsutil import display_path, safe_filename
 from testpool.isolation import make_private_dir, remove_dir, reseed_data_dir
 from testpool.pool import Pool, PoolSettings, Worker, WorkerState
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.report.render import Board, WorkerView
-from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult
+from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult, cached_result
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.scheduler import Scheduler
 from testpool.secrets import Redactor, load_secrets
@@ -44,12 +44,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 CACHE_FLUSH_INTERVAL = 1.0
+WIND_DOWN = 1.0  # seconds executor processes get to exit on their own before the staged stop
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class CacheRecorder:
     """Collects final results and merges them into the cache file at most once a second,
-    off the event loop, and once more at the end (so an interrupted run keeps what finished)."""
+    off the event loop, and once more at the end (so an interrupted run keeps what finished).
+    A cache that cannot be written is a warning, never the end of the run."""
 
     def __init__(
         self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]], salt: str
@@ -58,7 +60,9 @@ class CacheRecorder:
         self.salt = salt
         self.inputs = inputs
         self.secret_names: tuple[str, ...] = ()
+        self.warn: Callable[[str], None] = lambda message: None
         self._pending: dict[str, CacheEntry] = {}
+        self._warned = False
 
     def add(self, result: TestResult) -> None:
         if result.status in (Status.NOT_RUN, Status.CACHED):
@@ -72,11 +76,22 @@ class CacheRecorder:
             await asyncio.sleep(CACHE_FLUSH_INTERVAL)
             # The batch is taken here, on the loop, so add() never races the writing thread.
             batch, self._pending = self._pending, {}
-            await asyncio.to_thread(self.store.record, batch, salt=self.salt)
+            if not await asyncio.to_thread(self._write, batch):
+                self._pending = {**batch, **self._pending}  # try again with the next batch
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        self.store.record(batch, salt=self.salt)
+        self._write(batch)
+
+    def _write(self, batch: dict[str, CacheEntry]) -> bool:
+        try:
+            self.store.record(batch, salt=self.salt)
+        except OSError as error:
+            if not self._warned:
+                self._warned = True
+                self.warn(f"cannot write the cache file {self.store.path}: {error.strerror}")
+            return False
+        return True
 
 
 class Run:
@@ -109,6 +124,7 @@ class Run:
         self.run_id = new_run_id()
         self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
         self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
+        self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
         self.results: dict[str, TestResult] = {}
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.logs: dict[str, list[str]] = defaultdict(list)
@@ -123,6 +139,8 @@ class Run:
         self.scheduler: Scheduler | None = None
         self._changed = asyncio.Event()
         self._ready_at: dict[int, float] = {}
+        self._cleaning = False
+        self._previous_handlers: dict[signal.Signals, Any] = {}
         self._started = 0.0
         self._started_unix = 0.0
         self._started_at = ""
@@ -282,8 +300,8 @@ class Run:
         assert self.pool is not None
         session = self.sessions[worker.index]
         started = self.clock()
-        worker.state, worker.current_test, worker.since = WorkerState.RUNNING, case.id, started
-        self.reporter.test_started(worker.index, case.id)
+        worker.current_test, worker.since = case.id, started
+        self.pool.set_state(worker, WorkerState.RUNNING)
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
         death = asyncio.ensure_future(self.pool.wait_for_death(worker))
         try:
@@ -294,7 +312,8 @@ class Run:
             await asyncio.gather(running, death, return_exceptions=True)
             raise
         finally:
-            worker.state, worker.current_test = WorkerState.IDLE, None
+            worker.current_test = None
+            self.pool.set_state(worker, WorkerState.IDLE)
         if running.done():
             death.cancel()
             await asyncio.gather(death, return_exceptions=True)
@@ -381,7 +400,7 @@ class Run:
         path = self.config.results_path / "logs" / "tests" / f"{safe_filename(case.id)}.log"
         text = "\n".join(self.logs.get(case.id) or [self.redact(outcome.output)])
         path.write_text(text + "\n")
-        return _display_path(path, self.config.root)
+        return display_path(path, self.config.root)
 
     def _remaining_estimate(self) -> float | None:
         """Seconds of test time left, from recorded durations (None when none are known)."""
@@ -410,11 +429,7 @@ class Run:
             if test_id in self.results:
                 results.append(self.results[test_id])
             elif test_id in cached:
-                results.append(
-                    TestResult(
-                        test_id, cached[test_id].case.file, Status.CACHED, message="unchanged"
-                    )
-                )
+                results.append(cached_result(test_id, cached[test_id].case.file))
             elif test_id in self.cases:
                 results.append(TestResult(
                     test_id, self.cases[test_id].file, Status.NOT_RUN,
@@ -431,7 +446,7 @@ class Run:
             interrupted=self.interrupted,
             fail_on_flaky=self.options.fail_on_flaky,
             infra_events=self.infra_events,
-            worker_logs={w.index: _display_path(w.log.path, self.config.root) for w in workers},
+            worker_logs={w.index: display_path(w.log.path, self.config.root) for w in workers},
             workers_detail=[
                 {
                     "worker": w.index,
@@ -470,30 +485,35 @@ class Run:
         loop = asyncio.get_running_loop()
 
         def on_signal(name: str) -> None:
-            if not self.interrupted:
+            if not self.interrupted and not self._cleaning:
                 self.interrupted = True
                 self.reporter.note(f"{name}: stopping the run (press Ctrl-C again to kill at once)")
                 if self.scheduler is not None:
                     self.scheduler.stop()
                 main.cancel()
             else:
+                # A second signal, or one while we are already cleaning up: no more grace.
+                self.interrupted = True
                 procs.hurry()
                 self.tracker.kill_all_now()
                 if self.pool is not None:
                     self.pool.kill_now()
 
         for sig in _SIGNALS:
+            self._previous_handlers[sig] = signal.getsignal(sig)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, on_signal, sig.name)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in _SIGNALS:
+        for sig, previous in self._previous_handlers.items():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, previous)  # the CLI's handlers, for what follows the run
 
     async def _cleanup(self, journal: RunJournal | None, scratch: Path | None) -> None:
         """Stop everything this run started, in stages, whatever state it is in."""
+        self._cleaning = True
         self.reporter.stop()
         # 1. Executors finish their work (session fixtures may still need the servers).
         await asyncio.gather(
@@ -504,13 +524,14 @@ class Run:
         if self.pool is not None:
             stopping.append(self.pool.shutdown())
         await asyncio.gather(*stopping)
-        # 3. Whatever is still running gets the staged stop.
-        left = await procs.wait_groups_gone(self.tracker.groups, procs.KILL_WAIT)
-        procs.terminate_groups(left)
+        # 3. Whatever is still running gets the staged stop (without blocking the loop, so a
+        # second Ctrl-C still acts at once).
+        left = await procs.wait_groups_gone(self.tracker.groups, WIND_DOWN)
+        await asyncio.gather(*(procs.terminate_group(pgid) for pgid in left))
         # Anything that escaped its process group still carries our run id.
         strays = procs.processes_of_run(self.run_id)
         if strays:
-            procs.kill_processes(strays)
+            await asyncio.to_thread(procs.kill_processes, strays)
         if scratch is not None:
             remove_dir(scratch)
             if journal is not None:
@@ -526,13 +547,6 @@ class Run:
 def _server_died(outcome: Outcome) -> Outcome:
     message = "the worker's server died during this test"
     return Outcome(Status.ERROR, outcome.duration, outcome.output, message)
-
-
-def _display_path(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 async def _all_or_nothing(awaitables: list[Awaitable[T]]) -> list[T]:

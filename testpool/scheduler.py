@@ -88,10 +88,6 @@ class Scheduler:
         return [entry.test_id for entry in self._pending]
 
     @property
-    def running(self) -> dict[int, str]:
-        return {worker: entry.test_id for worker, entry in self._running.items()}
-
-    @property
     def not_run(self) -> list[str]:
         """Tests dropped by :meth:`stop` (including a stop caused by ``max_failures``)."""
         return list(self._dropped)

@@ -149,7 +149,7 @@ def flatten(document: Any, *, keep_case: bool = False) -> dict[str, str]:
     return flat
 
 
-def fingerprint(paths: Iterable[Path], salt: bytes) -> str:
+def fingerprint(paths: Iterable[Path], salt: bytes, root: Path) -> str:
     """A salted digest of the secrets files' bytes, for the cache key.
 
     Hashing the files (not the decrypted values) means a fully cached run decrypts nothing;
@@ -158,7 +158,9 @@ def fingerprint(paths: Iterable[Path], salt: bytes) -> str:
     """
     digest = hashlib.blake2b(key=salt[:64], digest_size=16)
     for path in paths:
-        digest.update(str(path).encode() + b"\0")
+        # Root-relative names: a checkout moved elsewhere keeps its cache.
+        name = path.relative_to(root) if path.is_relative_to(root) else path
+        digest.update(str(name).encode() + b"\0")
         try:
             digest.update(path.read_bytes())
         except OSError:
@@ -171,15 +173,20 @@ class Redactor:
     """Replaces secret values with ``[secret]`` in text testpool prints or writes."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        wanted = sorted({v for v in values if len(v) >= MIN_REDACT_LENGTH}, key=len, reverse=True)
+        candidates: set[str] = set()
+        for value in values:
+            candidates.add(value)
+            # Logs are redacted line by line: every line of a multi-line value (a PEM key)
+            # must be recognisable on its own.
+            candidates.update(line.strip() for line in value.splitlines())
+        wanted = sorted(
+            (v for v in candidates if len(v) >= MIN_REDACT_LENGTH), key=len, reverse=True
+        )
         self._pattern = re.compile("|".join(map(re.escape, wanted))) if wanted else None
 
     @classmethod
     def for_secrets(cls, secrets: Mapping[str, str]) -> Redactor:
         return cls(secrets.values())
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:

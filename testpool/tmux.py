@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import threading
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,8 +28,7 @@ if TYPE_CHECKING:
 
 SOCKET_PREFIX = "testpool"
 # Variables that would point a worker at the user's own tmux, not at ours.
-_TMUX_VARIABLES = ("TMUX", "TMUX_PANE")
-_environ_lock = threading.Lock()
+TMUX_VARIABLES = ("TMUX", "TMUX_PANE")
 
 
 def tmux_binary() -> str:
@@ -95,10 +93,6 @@ class TmuxServer:
 
         self.socket_name = socket_name
         self._server = libtmux.Server(socket_name=socket_name, config_file="/dev/null")
-
-    @property
-    def attach_command(self) -> str:
-        return f"tmux -L {self.socket_name} attach -t"
 
     def start(self, environment: Mapping[str, str], spawns: list[SpawnSpec]) -> list[int]:
         """Start the server and every first worker session in one tmux call; return pane pids.
@@ -167,14 +161,14 @@ def _patched_environ(environment: Mapping[str, str]) -> Iterator[None]:
     """Run one tmux call with ``environment`` as the process environment.
 
     libtmux starts tmux with this process's environment and offers no other way to pass one,
-    so the environment is swapped for the duration of the call under a lock.
+    so the environment is swapped for the duration of that one call (testpool calls tmux from
+    its event loop thread only).
     """
-    with _environ_lock:
-        saved = dict(os.environ)
-        try:
-            os.environ.clear()
-            os.environ.update({k: v for k, v in environment.items() if k not in _TMUX_VARIABLES})
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update({k: v for k, v in environment.items() if k not in TMUX_VARIABLES})
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

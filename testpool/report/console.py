@@ -8,7 +8,7 @@ the output is not a terminal. Which reporter to use is decided once, by :func:`m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console, RenderableType
@@ -20,9 +20,8 @@ from testpool.report.render import (
     WorkerView,
     render_board,
     result_line,
-    summary_renderables,
 )
-from testpool.results import RunSummary, Status, TestResult
+from testpool.results import Status, TestResult
 
 
 def make_consoles() -> tuple[Console, Console]:
@@ -32,15 +31,14 @@ def make_consoles() -> tuple[Console, Console]:
 
 
 class Reporter(Protocol):
-    """What the runner tells the user about, as it happens. Called only by the runner."""
+    """What the runner tells the user about, as it happens. Called only by the runner; the
+    final summary is rendered by the caller from the run's result."""
 
     def start(self, board: Board) -> None: ...
     def worker_changed(self, view: WorkerView) -> None: ...
-    def test_started(self, worker: int, test_id: str) -> None: ...
     def test_finished(self, result: TestResult, remaining_estimate: float | None) -> None: ...
     def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
-    def summary(self, summary: RunSummary, *, verbose: bool, reports: Sequence[str]) -> None: ...
 
 
 class PlainReporter:
@@ -63,21 +61,11 @@ class PlainReporter:
             if existing.index == view.index:
                 self.board.workers[index] = view
 
-    def test_started(self, worker: int, test_id: str) -> None:
-        if self.board is None:
-            return
-        for view in self.board.workers:
-            if view.index == worker:
-                view.test, view.since, view.state = test_id, self.clock(), "running"
-
     def test_finished(self, result: TestResult, remaining_estimate: float | None) -> None:
         if self.board is not None:
             self.board.done += 1
             self.board.failed += int(result.status.is_failure)
             self.board.remaining_estimate = remaining_estimate
-            for view in self.board.workers:
-                if view.index == result.worker and view.test == result.id:
-                    view.test, view.state = None, "idle"
         self.show_result(result)
 
     def show_result(self, result: TestResult) -> None:
@@ -88,10 +76,6 @@ class PlainReporter:
 
     def stop(self) -> None:
         return None
-
-    def summary(self, summary: RunSummary, *, verbose: bool, reports: Sequence[str]) -> None:
-        for renderable in summary_renderables(summary, verbose=verbose, reports=reports):
-            self.console.print(renderable)
 
 
 class LiveReporter(PlainReporter):

@@ -27,7 +27,7 @@ from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
-from testpool.runners.pytest_session import PytestSession, Zygote
+from testpool.runners.pytest_session import OUTCOMES, PytestSession, Zygote
 
 if TYPE_CHECKING:
     from testpool.config import Config
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
 PLUGIN = "testpool.pytest_plugin"
 INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
 DISCOVERY_TIMEOUT = 600.0
-# A result line carries the test's captured output; allow large ones.
-RESULT_LINE_LIMIT = 64 * 1024 * 1024
-STDOUT_TAIL = 64 * 1024
-_OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
 
 
 def _is_test_file(name: str) -> bool:
@@ -103,7 +99,7 @@ class PytestRunner:
     def discovery_key(self, hasher: FileHasher) -> str | None:
         parts = [
             hasher.tree(self.config.tests_path),
-            hasher.files(self._root_ini_files()),
+            hasher.files(self.helper_files()),  # conftest.py files above `tests`, ini files
             json.dumps(self.config_inputs(), sort_keys=True),
             json.dumps(list(self.config.pytest_args)),
             json.dumps(dict(sorted(self.config.env.items()))),
@@ -207,7 +203,7 @@ class PytestProcess:
                 f"pytest exited with status {result.returncode} without a result for this test",
             )
         return Outcome(
-            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
+            OUTCOMES.get(verdict["outcome"], Status.FAILED),
             result.duration,
             output,
             verdict.get("message", ""),

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 FORK_TIMEOUT = 30.0  # a fork that does not connect back within this is given up
 OUTPUT_TAIL = 64 * 1024
 RESULT_LINE_LIMIT = 64 * 1024 * 1024  # a verdict carries the test's captured output
-_OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
+OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
 
 
 class ZygoteError(Exception):
@@ -84,8 +84,8 @@ class Zygote:
     async def ensure(self) -> None:
         """Start (or restart) the zygote and wait until it has collected."""
         async with self._lock:
-            if self.alive and self._ready.is_set():
-                return
+            if self.error or (self.alive and self._ready.is_set()):
+                return  # a failed collection is not retried for every test
             if not self.alive:
                 await self.spawn()
             await self._wait_ready()
@@ -94,7 +94,6 @@ class Zygote:
         """Start the zygote; returns as soon as it runs (collection goes on meanwhile)."""
         await self._stop()
         self._ready.clear()
-        self.error = None
         # Message boundaries (SEQPACKET) carry one request and its socket (SCM_RIGHTS) each.
         control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         result_read, result_write = os.pipe()
@@ -256,11 +255,20 @@ class PytestSession:
                 _read_from(conn.output, mark),
                 f"the worker's pytest process exited ({code}) while running this test",
             )
-        verdict = json.loads(line)
+        try:
+            verdict = json.loads(line)
+        except ValueError:  # a fork that died mid-write
+            await self._stop()
+            return Outcome(
+                Status.FAILED,
+                time.monotonic() - started,
+                _read_from(conn.output, mark),
+                "the worker's pytest process sent a broken result (it probably crashed)",
+            )
         if verdict.get("outcome") == "missing":
             return Outcome(Status.FAILED, 0.0, "", "pytest did not collect this test on the worker")
         return Outcome(
-            _OUTCOMES.get(verdict["outcome"], Status.FAILED),
+            OUTCOMES.get(verdict["outcome"], Status.FAILED),
             float(verdict.get("duration", 0.0)),
             verdict.get("output", ""),
             verdict.get("message", ""),

@@ -181,3 +181,25 @@ def test_session_fixtures_hooks_and_atexit_finish_in_every_worker(
         expected = 1 if mode == "session" else tests_on[worker]
         for what in ("teardown", "sessionfinish", "atexit"):
             assert lines.count(f"{what} {worker}") == expected, (what, worker, lines)
+
+
+def test_workers_that_cannot_collect_fail_every_test_once(project: Project) -> None:
+    # Discovery succeeds; the workers' pytest (which has TESTPOOL_CMD_FD) cannot collect.
+    project.write(
+        "tests/conftest.py",
+        """
+        import os
+        if "TESTPOOL_CMD_FD" in os.environ:
+            raise RuntimeError("conftest refuses to load in workers")
+        """,
+    )
+    project.write("tests/test_a.py", "".join(f"def test_{n}(): pass\n" for n in range(5)))
+    project.config(workers=2, test_timeout=600)
+
+    result = project.run(timeout=120)
+
+    assert result.returncode == 1
+    assert set(result.statuses.values()) == {"failed"}
+    assert "could not collect the tests for the workers" in result.stdout
+    assert "conftest refuses to load in workers" in result.stdout
+    project.assert_clean(result.run_id)

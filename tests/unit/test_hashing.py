@@ -38,6 +38,20 @@ def test_set_digest_sees_renames_and_additions(tmp_path: Path) -> None:
     assert FileHasher(tmp_path).files([tmp_path / "b"]) != one
 
 
+def test_seeded_data_dir_is_private(tmp_path: Path) -> None:
+    from testpool.isolation import make_data_dir, remove_dir
+
+    seed = tmp_path / "seed"
+    seed.mkdir(mode=0o755)
+    (seed / "sites.jsonc").write_text("[]")
+    folder = make_data_dir(seed)
+    try:
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert (folder / "sites.jsonc").read_text() == "[]"
+    finally:
+        remove_dir(folder)
+
+
 def test_safe_filename_is_safe_and_unique() -> None:
     one = safe_filename("e2e/test_a.py::TestX::test_y[a/b::c]")
     two = safe_filename("e2e/test_a.py::TestX::test_y[a_b__c]")

@@ -75,6 +75,18 @@ def test_exit_codes() -> None:
     assert ok.exit_code() == 130
 
 
+def test_summary_round_trips_through_json() -> None:
+    import json
+
+    original = summary()
+    original.fail_on_flaky = True
+    original.error, original.error_detail, original.error_exit = "boom", "tail", 3
+    loaded = RunSummary.from_dict(json.loads(json.dumps(original.to_dict())))
+    assert loaded.results == original.results
+    assert loaded.exit_code() == original.exit_code() == 3
+    assert loaded.to_dict() == original.to_dict()
+
+
 def test_board_shows_progress_and_workers() -> None:
     board = Board(
         total=10, started=100.0, done=4, failed=1, remaining_estimate=12.0,

@@ -67,18 +67,36 @@ def test_sops_file_without_sops_installed(tmp_path: Path, monkeypatch: pytest.Mo
 def test_redactor_replaces_every_value_longest_first() -> None:
     redact = Redactor(["abcd1234", "abcd", "no"])
     assert redact("x abcd1234 y abcd z no") == "x [secret] y [secret] z no"
-    assert not Redactor([])
     assert Redactor([])("abcd") == "abcd"
+
+
+def test_redactor_knows_each_line_of_a_multi_line_secret() -> None:
+    key = "-----BEGIN KEY-----\nAAAAB3NzaC1yc2EAAAADAQAB\nZZZZmore+key/material==\n-----END KEY-----\n"
+    redact = Redactor([key])
+    # a log is redacted one line at a time
+    for line in key.splitlines():
+        assert "[secret]" in redact(f"server printed: {line}")
+    assert redact(key).count("AAAAB3") == 0
 
 
 def test_fingerprint_changes_with_content_and_salt_but_shows_no_value(tmp_path: Path) -> None:
     path = tmp_path / "s.env"
     path.write_text("TOKEN=hunter22\n")
-    first = fingerprint([path], os.urandom(16))
+    first = fingerprint([path], os.urandom(16), tmp_path)
     assert "hunter22" not in first
     salt = b"0" * 16
-    assert fingerprint([path], salt) == fingerprint([path], salt)
-    assert fingerprint([path], salt) != fingerprint([path], b"1" * 16)
-    before = fingerprint([path], salt)
+    assert fingerprint([path], salt, tmp_path) == fingerprint([path], salt, tmp_path)
+    assert fingerprint([path], salt, tmp_path) != fingerprint([path], b"1" * 16, tmp_path)
+    before = fingerprint([path], salt, tmp_path)
     path.write_text("TOKEN=hunter23\n")
-    assert fingerprint([path], salt) != before
+    assert fingerprint([path], salt, tmp_path) != before
+
+
+def test_fingerprint_survives_moving_the_checkout(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.env").write_text("TOKEN=same\n")
+    salt = b"s" * 16
+    assert fingerprint([tmp_path / "a" / "s.env"], salt, tmp_path / "a") == fingerprint(
+        [tmp_path / "b" / "s.env"], salt, tmp_path / "b"
+    )
