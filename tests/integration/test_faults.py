@@ -224,3 +224,38 @@ def test_kill_{n}():
     assert "every worker was retired" in result.stderr
     assert "not run" in result.statuses.values()
     project.assert_clean(result.run_id)
+
+
+def test_sigterm_during_discovery_exits_130_and_leaves_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    marker = tmp_path / "collecting"
+    project.write(
+        "tests/conftest.py",
+        f"""
+        import os, time
+        from pathlib import Path
+        if os.environ.get("TESTPOOL_COLLECT_FILE"):
+            Path({str(marker)!r}).touch()
+            time.sleep(600)
+        """,
+    )
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    project.config()
+    process = project.popen()
+    wait_until(marker.exists, timeout=60, what="collection to start")
+
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    project.assert_clean()
+    assert not [proc.pid for proc in psutil.process_iter() if _in(proc, project)], "collector left"
+
+
+def _in(proc: psutil.Process, project: Project) -> bool:
+    try:
+        return proc.environ().get("TESTPOOL_COLLECT_FILE", "").startswith(str(project.tmp))
+    except psutil.Error:
+        return False
