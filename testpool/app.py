@@ -20,11 +20,11 @@ from testpool.discovery import discover, select
 from testpool.errors import ExitCode
 from testpool.fsutil import display_path, indent
 from testpool.hashing import FileHasher
-from testpool.report.files import write_reports
+from testpool.report.files import RunLogs, write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
-from testpool.state import new_run_id
+from testpool.state import RunScope
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,15 +41,17 @@ class Prepared:
     items: list[PlanItem]
 
 
-def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
-    """Discover, filter and decide per test whether the cache lets it be skipped."""
+def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) -> Prepared:
+    """Discover, filter and decide per test whether the cache lets it be skipped.
+
+    A discovery that has to start a process (pytest collecting) does so inside ``scope``."""
     runner = make_runner(config)
     store = CacheStore(config.cache_path)
     data, warning = store.load()
     if warning:
         err.print(f"testpool: warning: {warning}", markup=False)
     hasher = FileHasher(config.root)
-    cases, discovery_update = discover(runner, config, hasher, data)
+    cases, discovery_update = discover(runner, config, hasher, data, scope)
     selected = select(cases, options.pattern)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
@@ -69,40 +71,8 @@ def sweep(err: Console) -> None:
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
     sweep(err)
-    prepared = prepare(config, options, err)
-    to_run = [item for item in prepared.items if item.run]
-    cached = [item for item in prepared.items if not item.run]
-    order = [item.case.id for item in prepared.items]
-    if not to_run:
-        summary = RunSummary(
-            run_id=new_run_id(),
-            results=[cached_result(i.case.id, i.case.file) for i in cached],
-            wall_time=time.monotonic() - started,
-            workers=0,
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            started_unix=time.time(),
-        )
-    else:
-        # Imported here: a fully cached run needs neither asyncio, httpx nor tmux.
-        import asyncio
-
-        from testpool.report.console import make_reporter
-        from testpool.runner import Run
-
-        reporter = make_reporter(out)
-        run = Run(
-            config,
-            options,
-            prepared.runner,
-            to_run=to_run,
-            cached=cached,
-            order=order,
-            durations=prepared.data.durations(),
-            store=prepared.store,
-            salt=prepared.data.salt,
-            reporter=reporter,
-        )
-        summary = asyncio.run(run.execute())
+    with RunScope(config.root) as scope:
+        summary = _run_in(scope, config, options, out, err, started)
     junit, report = write_reports(summary, config.results_path)
     shown = [display_path(junit, config.root), display_path(report, config.root)]
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
@@ -114,8 +84,55 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     return summary.exit_code()
 
 
+def _run_in(
+    scope: RunScope,
+    config: Config,
+    options: RunOptions,
+    out: Console,
+    err: Console,
+    started: float,
+) -> RunSummary:
+    prepared = prepare(config, options, err, scope)
+    to_run = [item for item in prepared.items if item.run]
+    cached = [item for item in prepared.items if not item.run]
+    order = [item.case.id for item in prepared.items]
+    if not to_run:
+        return RunSummary(
+            run_id=scope.run_id,
+            results=[cached_result(i.case.id, i.case.file) for i in cached],
+            wall_time=time.monotonic() - started,
+            workers=0,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_unix=time.time(),
+        )
+    # Imported here: a fully cached run needs neither asyncio, httpx nor tmux.
+    import asyncio
+
+    from testpool.report.console import make_reporter
+    from testpool.runner import Run
+
+    logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
+    logs.create()
+    run = Run(
+        config,
+        options,
+        prepared.runner,
+        to_run=to_run,
+        cached=cached,
+        order=order,
+        durations=prepared.data.durations(),
+        store=prepared.store,
+        salt=prepared.data.salt,
+        reporter=make_reporter(out),
+        scope=scope,
+        logs=logs,
+    )
+    return asyncio.run(run.execute())
+
+
 def list_tests(config: Config, options: RunOptions, out: Console, err: Console) -> int:
-    prepared = prepare(config, options, err)
+    with RunScope(config.root) as scope:
+        prepared = prepare(config, options, err, scope)
     width = max((len(item.case.id) for item in prepared.items), default=0)
     for item in prepared.items:
         line = Text()

@@ -50,6 +50,7 @@ class Config:
     test_timeout: float = 300.0
     cache_file: str = ".test-cache.json"
     results_dir: str = "test-results"
+    keep_logs: int = 5
     pytest_mode: str = "session"
     pytest_args: tuple[str, ...] = ()
 
@@ -130,6 +131,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "test_timeout": (_NUMBER, "a positive number of seconds"),
     "cache_file": ((str,), "a file path"),
     "results_dir": ((str,), "a folder path"),
+    "keep_logs": ((int,), "a number of runs, at least 1"),
     "pytest_mode": ((str,), "'session' or 'process'"),
     "pytest_args": ((list,), "a list of strings"),
 }
@@ -224,6 +226,8 @@ def validate(config: Config, where: str = "config") -> None:
         )
     if not 1024 <= config.port_base <= 65535 - MAX_WORKERS:
         raise ConfigError(f"{where}: 'port_base' must be from 1024 to {65535 - MAX_WORKERS}")
+    if config.keep_logs < 1:
+        raise ConfigError(f"{where}: 'keep_logs' must be at least 1, got {config.keep_logs}")
     if not config.server.strip():
         raise ConfigError(f"{where}: 'server' must not be empty")
     if not config.health_path.startswith("/"):
@@ -250,6 +254,11 @@ def validate(config: Config, where: str = "config") -> None:
         seed = config.seed_path
         if seed is None or not seed.is_dir():
             raise ConfigError(f"{where}: 'data_seed' folder not found: {config.data_seed}")
+        from testpool.isolation import check_seed
+
+        problem = check_seed(seed)
+        if problem:
+            raise ConfigError(f"{where}: 'data_seed' cannot be copied: {problem}")
     if not config.tests_path.exists():
         raise ConfigError(f"{where}: 'tests' path not found: {config.tests}")
 

@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from testpool.config import Config
     from testpool.hashing import FileHasher
     from testpool.runners.base import Runner
+    from testpool.state import RunScope
 
 
 def discover(
-    runner: Runner, config: Config, hasher: FileHasher, data: CacheData
+    runner: Runner, config: Config, hasher: FileHasher, data: CacheData, scope: RunScope
 ) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None]:
     """The tests, and the discovery-cache update to record (None if nothing to record)."""
     key = runner.discovery_key(hasher)
@@ -32,7 +33,7 @@ def discover(
             return [TestCase(t[0], t[1], tuple(t[2])) for t in cached["tests"]], None
         except (KeyError, IndexError, TypeError):
             pass  # a damaged entry: collect again
-    cases = runner.discover()
+    cases = runner.discover(scope)
     if not cases:
         raise NoTestsError(f"no tests found under {config.tests}")
     if key is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,11 +21,17 @@ from typing import TYPE_CHECKING
 from testpool import procs
 
 if TYPE_CHECKING:
-    from testpool.state import RunJournal
+    from testpool.state import RunJournal, RunScope
 
 # Keep at most this much of a test's output in memory (the head is dropped, the tail kept).
 OUTPUT_LIMIT = 8 * 1024 * 1024
 TRUNCATED_NOTE = b"[testpool: earlier output truncated]\n"
+# After a test has exited and its group is gone, how long its output pipe may take to close.
+OUTPUT_GRACE = 1.0
+HELD_OPEN_NOTE = (
+    b"\n[testpool: a process outside the test's process group still holds its output open; "
+    b"not waiting for it]\n"
+)
 
 
 class ProcessTracker:
@@ -98,18 +105,6 @@ class ExecutableNotFound(Exception):
     """The command to run does not exist."""
 
 
-async def read_limited(stream: asyncio.StreamReader, limit: int = OUTPUT_LIMIT) -> bytes:
-    """Read ``stream`` to EOF, keeping at most ``limit`` bytes (the tail)."""
-    buffer = bytearray()
-    truncated = False
-    while chunk := await stream.read(65536):
-        buffer += chunk
-        if len(buffer) > limit:
-            del buffer[: len(buffer) - limit]
-            truncated = True
-    return (TRUNCATED_NOTE + bytes(buffer)) if truncated else bytes(buffer)
-
-
 async def run_process(
     argv: Sequence[str],
     *,
@@ -119,46 +114,163 @@ async def run_process(
     tracker: ProcessTracker,
     pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
-    """Run ``argv`` to completion or to ``timeout``; stop its whole group either way."""
+    """Run ``argv`` to completion or to ``timeout``; stop its whole group either way.
+
+    The process's own exit is the verdict: it is watched through a pidfd, not through its
+    output pipe, which a background process it left behind (``sleep 3600 &``, a daemon that
+    called setsid) may hold open for ever. Whatever is left in its group is stopped at once;
+    output still held open by a process outside the group is not waited for.
+    """
     started = time.monotonic()
-    process = await spawn(argv, cwd=cwd, env=env, tracker=tracker, pass_fds=pass_fds)
-    assert process.stdout is not None
-    reader = asyncio.ensure_future(read_limited(process.stdout))
+    process = _popen(argv, cwd=cwd, env=env, pass_fds=pass_fds)
+    tracker.add(process.pid)
+    output = _Output(process)
     timed_out = False
     try:
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            await asyncio.wait_for(procs.watch_exit(process.pid), timeout)
         except TimeoutError:
             timed_out = True
         duration = time.monotonic() - started
-        # On a timeout, or if it left children behind holding the pipe, stop the group.
+        if not timed_out:
+            process.wait()  # it has exited: reaping takes no time
         await procs.terminate_group(process.pid)
-        await process.wait()
-        output = await _finish_reading(reader)
+        if timed_out:
+            await procs.watch_exit(process.pid)
+            process.wait()
+        data = await output.finish(OUTPUT_GRACE)
     except asyncio.CancelledError:
-        await asyncio.shield(_stop(process, reader))
+        await asyncio.shield(_stop(process, output))
         raise
     finally:
+        output.close()
         tracker.discard(process.pid)
-    return ProcessResult(None if timed_out else process.returncode, output, duration, timed_out)
+    return ProcessResult(None if timed_out else process.returncode, data, duration, timed_out)
 
 
-async def _finish_reading(reader: asyncio.Future[bytes]) -> bytes:
+def _popen(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], pass_fds: Sequence[int] = ()
+) -> subprocess.Popen[bytes]:
     try:
-        return await asyncio.wait_for(asyncio.shield(reader), 5.0)
-    except TimeoutError:
-        # Something outside the group still holds the pipe; take what we have.
-        reader.cancel()
-        return b"[testpool: output still open after the test ended; not waiting for it]\n"
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError:
+        raise ExecutableNotFound(argv[0]) from None
 
 
-async def _stop(process: asyncio.subprocess.Process, reader: asyncio.Future[bytes]) -> None:
+class _Output:
+    """A process's output pipe, read on the event loop into a bounded buffer (the tail)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], limit: int = OUTPUT_LIMIT) -> None:
+        assert process.stdout is not None
+        self._pipe = process.stdout
+        self._fd = self._pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self._limit = limit
+        self._buffer = bytearray()
+        self._truncated = False
+        self._loop = asyncio.get_running_loop()
+        self._eof = self._loop.create_future()
+        self._reading = True
+        self._loop.add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._stop_reading()
+                if not self._eof.done():
+                    self._eof.set_result(None)
+                return
+            self._buffer += chunk
+            if len(self._buffer) > self._limit:
+                del self._buffer[: len(self._buffer) - self._limit]
+                self._truncated = True
+
+    async def finish(self, grace: float) -> bytes:
+        """Everything read once the pipe closes, or after ``grace`` seconds if something
+        outside the process's group still holds it open."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._eof), grace)
+            note = b""
+        except TimeoutError:
+            self._read()  # what is already in the pipe
+            note = HELD_OPEN_NOTE
+        data = bytes(self._buffer)
+        if self._truncated:
+            data = TRUNCATED_NOTE + data
+        return data + note
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def close(self) -> None:
+        self._stop_reading()
+        self._pipe.close()
+
+
+async def _stop(process: subprocess.Popen[bytes], output: _Output) -> None:
     await procs.terminate_group(process.pid)
     try:
-        await asyncio.wait_for(process.wait(), 1.0)
+        await asyncio.wait_for(procs.watch_exit(process.pid), 1.0)
+        process.wait()
     except TimeoutError:
         pass
-    reader.cancel()
+    output.close()
+
+
+def run_collector(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    scope: RunScope,
+) -> tuple[int, str, str]:
+    """Run a discovery command (a collecting pytest, a ``discover`` command) to completion.
+
+    Synchronous (discovery happens before the event loop). The process leads its own process
+    group, carries the run's id and is recorded in the run's journal, so a SIGKILL of testpool
+    leaves it to the reaper; a timeout, Ctrl-C or SIGTERM stops its whole group here. Returns
+    the exit status, stdout and stderr, decoded leniently.
+    Raises :class:`subprocess.TimeoutExpired` past ``timeout``.
+    """
+    journal = scope.journal()
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env={**env, procs.RUN_ID_VARIABLE: scope.run_id},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    journal.add_processes([(process.pid, "discovery")])
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:  # a timeout, Ctrl-C, or SIGTERM turned into KeyboardInterrupt
+        procs.terminate_groups([process.pid])
+        process.wait()
+        raise
+    finally:
+        procs.terminate_groups([process.pid])  # whatever it left running in its group
+        journal.remove_process(process.pid)
+    return process.returncode, decode(stdout), decode(stderr)
 
 
 def decode(output: bytes) -> str:

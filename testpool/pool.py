@@ -187,10 +187,16 @@ class Pool:
     # --- environment -----------------------------------------------------------------------
 
     def global_env(self) -> dict[str, str]:
-        """The tmux server's environment: ours, the config's ``env`` and the secrets."""
+        """The tmux server's environment: ours, the config's ``env``, the secrets, the run id.
+
+        The run id marks the tmux client and server and the log pipes tmux starts (they
+        inherit the server's environment), so the reaper and ``testpool clean`` find them even
+        when the run was killed while tmux was still starting the workers.
+        """
         env = {k: v for k, v in self.settings.base_environ.items() if k not in TMUX_VARIABLES}
         env.update(self.config.env)
         env.update(self.settings.secrets)
+        env[RUN_ID_VARIABLE] = self.settings.run_id
         return env
 
     def worker_env(self, index: int, data_dir: Path) -> dict[str, str]:
@@ -220,7 +226,7 @@ class Pool:
         check_ports(ports)
         self._tmux = TmuxServer(self.socket_name)
         for index in range(count):
-            data_dir = make_data_dir(self.config.seed_path)
+            data_dir = make_data_dir(self.config.seed_path, self.settings.scratch)
             fifo = self.settings.scratch / f"worker-{index}.fifo"
             log = WorkerLog(
                 self.settings.logs_dir / f"worker-{index}.log", fifo, self.settings.redact
@@ -229,8 +235,9 @@ class Pool:
             self.workers.append(worker)
         journal = self.settings.journal
         if journal:
-            # Recorded before anything runs, so a crash from here on leaves nothing unknown.
-            journal.record_start(self.socket_name, ports, [w.data_dir for w in self.workers])
+            # Recorded before anything runs, so a crash from here on leaves nothing unknown
+            # (the data folders are inside the run's folder, which is recorded already).
+            journal.record_start(self.socket_name, ports, [])
         pids = self._tmux.start(self.global_env(), [self._spec(w) for w in self.workers])
         for worker, pid in zip(self.workers, pids, strict=True):
             worker.pane_pid = pid
@@ -249,10 +256,7 @@ class Pool:
         )
 
     def _make_data_dir(self) -> Path:
-        data_dir = make_data_dir(self.config.seed_path)
-        if self.settings.journal:
-            self.settings.journal.add_dir(data_dir)
-        return data_dir
+        return make_data_dir(self.config.seed_path, self.settings.scratch)
 
     def _spawn(self, worker: Worker) -> None:
         """Start one server again (a restart)."""
@@ -301,7 +305,7 @@ class Pool:
 
     async def wait_for_death(self, worker: Worker) -> None:
         """Return when the worker's current server process exits."""
-        await watch_exit(worker.pane_pid)
+        await procs.watch_exit(worker.pane_pid)
 
     async def restart(self, worker: Worker, reason: str) -> bool:
         """Replace a dead or sick server with a fresh one on a fresh ``DATA_DIR``.
@@ -343,8 +347,6 @@ class Pool:
 
     def _drop_data_dir(self, folder: Path) -> None:
         remove_dir(folder)
-        if self.settings.journal:
-            self.settings.journal.remove_dir(folder)
 
     def kill_now(self) -> None:
         """Second Ctrl-C: SIGKILL every server at once."""
@@ -393,26 +395,3 @@ def port_is_free(port: int) -> bool:
                 return False
             raise InfrastructureError(f"cannot check port {port}: {error.strerror}") from None
     return True
-
-
-async def watch_exit(pid: int, poll: float = 0.2) -> None:
-    """Return when ``pid`` exits: at once through a pidfd where Linux offers one, else by polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        while procs.pid_alive(pid):
-            await asyncio.sleep(poll)
-        return
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-
-    def on_exit() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(fd, on_exit)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)

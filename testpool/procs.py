@@ -201,3 +201,26 @@ def listeners(ports: Iterable[int]) -> dict[int, str]:
                 holder = f"pid {conn.pid}"
         found.setdefault(conn.laddr.port, holder)
     return found
+
+
+async def watch_exit(pid: int, poll: float = 0.2) -> None:
+    """Return when ``pid`` exits: at once through a pidfd where Linux offers one, else by polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while pid_alive(pid):
+            await asyncio.sleep(poll)
+        return
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

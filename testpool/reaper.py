@@ -44,15 +44,18 @@ def main(argv: list[str]) -> int:
         pass
     if not record_path.exists():
         return 0  # the run cleaned up after itself
-    from testpool.state import RunRecord, clean_run, is_live
+    from testpool.state import RunRecord, clean_run, wait_until_dead
 
     try:
         record = RunRecord.from_dict(json.loads(record_path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return 1
-    if is_live(record):
+    # The pipe closes as the run exits, a moment before the kernel marks it dead; a zombie
+    # (a parent that reaps late) is dead.
+    if not wait_until_dead(record):
         return 0  # the run is still going (it closed the pipe early): not ours to touch
-    clean_run(record, record_path)
+    if record_path.exists():
+        clean_run(record, record_path)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import time
 from collections import defaultdict
@@ -22,12 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from testpool import procs, reaper
+from testpool import procs
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
 from testpool.errors import InfrastructureError, TestpoolError
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
-from testpool.isolation import make_private_dir, remove_dir, reseed_data_dir
+from testpool.isolation import reseed_data_dir
 from testpool.pool import Pool, PoolSettings, Worker, WorkerState
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.report.render import Board, WorkerView
@@ -35,11 +34,12 @@ from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult, c
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.scheduler import Scheduler
 from testpool.secrets import Redactor, load_secrets
-from testpool.state import RunJournal, new_run_id
+from testpool.state import RunJournal, RunScope
 
 if TYPE_CHECKING:
     from testpool.config import Config, RunOptions
     from testpool.report.console import PlainReporter
+    from testpool.report.files import RunLogs
     from testpool.runners.base import Executor, Runner, WorkerExecutor
 
 T = TypeVar("T")
@@ -110,6 +110,8 @@ class Run:
         store: CacheStore,
         salt: str,
         reporter: PlainReporter,
+        scope: RunScope,
+        logs: RunLogs,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -121,7 +123,9 @@ class Run:
         self.durations = durations
         self.reporter = reporter
         self.clock = clock
-        self.run_id = new_run_id()
+        self.scope = scope
+        self.run_id = scope.run_id
+        self.run_logs = logs
         self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
         self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
         self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
@@ -154,20 +158,14 @@ class Run:
         main = asyncio.current_task()
         assert main is not None
         self._install_signal_handlers(main)
-        journal: RunJournal | None = None
-        reaper_fd: int | None = None
-        scratch: Path | None = None
         flusher: asyncio.Task[None] | None = None
         try:
             secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
             self.redact = Redactor.for_secrets(secrets)
             self.recorder.secret_names = tuple(sorted(secrets))
-            self._prepare_results_dir()
-            journal = RunJournal(self.run_id, self.config.root)
+            journal = self.scope.journal()
             self.tracker = ProcessTracker(journal)
-            reaper_fd = reaper.spawn(journal.path)
-            scratch = make_private_dir("run")
-            journal.add_dir(scratch)
+            scratch = self.scope.folder()
             flusher = asyncio.ensure_future(self.recorder.flush_periodically())
             try:
                 await self._run_all(secrets, scratch, journal)
@@ -180,12 +178,8 @@ class Run:
         finally:
             if flusher is not None:
                 flusher.cancel()
-            await self._cleanup(journal, scratch)
+            await self._cleanup()
             self.recorder.flush()
-            if journal is not None:
-                journal.close()
-            if reaper_fd is not None:
-                os.close(reaper_fd)
             self._remove_signal_handlers()
         return self._summary()
 
@@ -200,7 +194,7 @@ class Run:
                 secrets=secrets,
                 redact=self.redact,
                 scratch=scratch,
-                logs_dir=self.config.results_path / "logs",
+                logs_dir=self.run_logs.folder,
                 journal=journal,
             )
         )
@@ -397,7 +391,7 @@ class Run:
         self.reporter.test_finished(result, self._remaining_estimate())
 
     def _write_test_log(self, case: TestCase, outcome: Outcome) -> str:
-        path = self.config.results_path / "logs" / "tests" / f"{safe_filename(case.id)}.log"
+        path = self.run_logs.folder / "tests" / f"{safe_filename(case.id)}.log"
         text = "\n".join(self.logs.get(case.id) or [self.redact(outcome.output)])
         path.write_text(text + "\n")
         return display_path(path, self.config.root)
@@ -511,7 +505,7 @@ class Run:
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, previous)  # the CLI's handlers, for what follows the run
 
-    async def _cleanup(self, journal: RunJournal | None, scratch: Path | None) -> None:
+    async def _cleanup(self) -> None:
         """Stop everything this run started, in stages, whatever state it is in."""
         self._cleaning = True
         self.reporter.stop()
@@ -532,16 +526,7 @@ class Run:
         strays = procs.processes_of_run(self.run_id)
         if strays:
             await asyncio.to_thread(procs.kill_processes, strays)
-        if scratch is not None:
-            remove_dir(scratch)
-            if journal is not None:
-                journal.remove_dir(scratch)
         procs.reset_hurry()
-
-    def _prepare_results_dir(self) -> None:
-        logs = self.config.results_path / "logs"
-        shutil.rmtree(logs, ignore_errors=True)
-        (logs / "tests").mkdir(parents=True, exist_ok=True)
 
 
 def _server_died(outcome: Outcome) -> Outcome:

@@ -3,12 +3,18 @@
 While a run lives, ``<state dir>/runs/<run id>.json`` (folder mode 0700) lists its pid and start
 time, its tmux socket, the process groups it started (with their leaders' start times), its
 ports and its temp folders. A run that ends normally deletes its record. A record whose
-testpool process is gone belongs to a dead run: :func:`clean_run` stops whatever of it is still
-alive — after checking that each process is still the one recorded, or carries the run's id in
-its environment — and removes its folders and tmux server.
+testpool process is gone (or a zombie) belongs to a dead run: :func:`clean_run` stops whatever
+of it is still alive — after checking that each process is still the one recorded, or carries
+the run's id in its environment — and removes its folders and tmux server.
 
-Called by the pool (record), the reaper and the CLI (``testpool clean``, and the sweep at the
-start of every run).
+A :class:`RunScope` is one invocation's claim on the machine: it writes the record and starts
+the reaper the first time something is about to be created (a collecting pytest, a folder, a
+worker), and every file of the run lives in one folder, ``$TMPDIR/testpool-<run id>``, whose
+path is recorded *before* it is made. So a SIGKILL at any instant leaves nothing that the
+reaper or ``testpool clean`` cannot find.
+
+Called by the CLI pipeline (the scope), the pool and executors (record), the reaper and
+``testpool clean`` (and the sweep at the start of every run).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +33,10 @@ from testpool import procs
 from testpool.config import state_home
 from testpool.fsutil import atomic_write_json
 from testpool.isolation import TEMP_PREFIX, remove_dir
+
+# How long a run whose reaper pipe closed may take to become a zombie (its files are closed
+# a moment before the kernel marks it dead).
+EXIT_SETTLE = 2.0
 
 
 @dataclass
@@ -178,8 +190,23 @@ def load_records() -> list[tuple[Path, RunRecord | None]]:
 
 
 def is_live(record: RunRecord) -> bool:
-    """Is the run's testpool process still the one that wrote the record?"""
-    return procs.is_same_process(record.pid, record.pid_start)
+    """Is the run's testpool process still the one that wrote the record, and not a zombie?
+
+    A zombie is dead: a parent that reaps late (a CI agent, PID 1 in a container) must not
+    keep a killed run's servers alive.
+    """
+    return procs.is_same_process(record.pid, record.pid_start) and procs.pid_alive(record.pid)
+
+
+def wait_until_dead(record: RunRecord, timeout: float = EXIT_SETTLE) -> bool:
+    """For the reaper: True once the run's process is dead (gone or a zombie), False if it
+    is still running after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while is_live(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def clean_run(record: RunRecord, path: Path | None = None) -> CleanReport:
@@ -187,7 +214,8 @@ def clean_run(record: RunRecord, path: Path | None = None) -> CleanReport:
     report = CleanReport(record.run_id)
     # 1. Process groups we recorded, if their leader is still the process we started.
     groups = [p.pgid for p in record.processes if procs.is_same_process(p.pgid, p.start)]
-    # 2. Anything else carrying the run's id (a process that left its group, a test process).
+    # 2. Anything else carrying the run's id: a process that left its group, a test process,
+    # the tmux client and server and tmux's log pipes (they inherit the server's environment).
     strays = [p for p in procs.processes_of_run(record.run_id) if _pgid(p.pid) not in groups]
     report.processes = len(groups) + len(strays)
     procs.terminate_groups(groups)
@@ -195,9 +223,19 @@ def clean_run(record: RunRecord, path: Path | None = None) -> CleanReport:
     # 3. The tmux server, then its socket file.
     if record.socket:
         report.tmux_server = kill_tmux_server(record.socket)
-    # 4. Folders, only if they are named like ours.
+    # 4. Whatever a still-running tmux started while we were at it (a run killed in the middle
+    # of starting its workers leaves tmux finishing that job on its own).
+    for _ in range(3):
+        late = procs.processes_of_run(record.run_id)
+        if not late:
+            break
+        report.processes += len(late)
+        procs.kill_processes(late)
+        if record.socket:
+            kill_tmux_server(record.socket)
+    # 5. Folders, only if they are named like ours.
     for folder in map(Path, record.dirs):
-        if folder.name.startswith(TEMP_PREFIX) and folder.exists():
+        if folder.name.startswith(TEMP_PREFIX) and (folder.exists() or folder.is_symlink()):
             remove_dir(folder)
             report.dirs += 1
     if path is not None:
@@ -233,6 +271,67 @@ def sweep_dead_runs() -> list[CleanReport]:
         if not is_live(record):
             reports.append(clean_run(record, path))
     return reports
+
+
+class RunScope:
+    """One invocation's claim on the machine: its run id, record, reaper and folder.
+
+    Nothing is written until something needs it: a fully cached run touches no record. The
+    first call to :meth:`journal` writes the record and starts the reaper; :meth:`folder`
+    records ``$TMPDIR/testpool-<run id>`` and then makes it (mode 0700). :meth:`close`
+    removes the folder and the record and lets the reaper go; whoever created a process
+    stops it before that (a scope only guarantees the reaper can find it).
+
+    Used as a context manager by the CLI pipeline around discovery and the run.
+    """
+
+    def __init__(self, root: Path, run_id: str | None = None) -> None:
+        self.root = root
+        self.run_id = run_id or new_run_id()
+        self._journal: RunJournal | None = None
+        self._reaper_fd: int | None = None
+        self._folder: Path | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._journal is not None
+
+    def journal(self) -> RunJournal:
+        if self._journal is None:
+            from testpool import reaper
+
+            journal = RunJournal(self.run_id, self.root)
+            self._journal = journal
+            self._reaper_fd = reaper.spawn(journal.path)
+        return self._journal
+
+    def folder(self) -> Path:
+        """The run's private folder: DATA_DIRs, log pipes, result files, compiler temp files."""
+        if self._folder is None:
+            folder = Path(tempfile.gettempdir()) / f"{TEMP_PREFIX}{self.run_id}"
+            self.journal().add_dir(folder)  # recorded first: a kill right after still finds it
+            folder.mkdir(mode=0o700)
+            self._folder = folder
+        return self._folder
+
+    def close(self) -> None:
+        if self._folder is not None:
+            remove_dir(self._folder)
+            if self._journal is not None:
+                self._journal.remove_dir(self._folder)
+            self._folder = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._reaper_fd is not None:
+            os.close(self._reaper_fd)
+            self._reaper_fd = None
+
+    def __enter__(self) -> RunScope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _pgid(pid: int) -> int | None:

@@ -100,6 +100,7 @@ class Project:
     tmp: Path
     state: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    results_dir: str = "test-results"
 
     @classmethod
     def create(cls, base: Path) -> Project:
@@ -124,6 +125,7 @@ class Project:
         keys.setdefault("port_base", self.port_base)
         keys.setdefault("tests", "tests")
         keys.setdefault("startup_timeout", 20)
+        self.results_dir = str(keys.get("results_dir", "test-results"))
         lines = [
             f"{key} = {_toml(value)}" for key, value in keys.items() if not isinstance(value, dict)
         ]
@@ -164,11 +166,16 @@ class Project:
         )  # fmt: skip
 
     def report(self) -> dict[str, Any] | None:
-        path = self.root / "test-results" / "report.json"
+        path = self.root / self.results_dir / "report.json"
         try:
             return dict(json.loads(path.read_text()))
         except FileNotFoundError:
             return None
+
+    def worker_log(self, result: Result, worker: int = 0) -> Path:
+        """The log file of ``worker`` in ``result``'s run, as report.json names it."""
+        assert result.report is not None
+        return self.root / str(result.report["worker_logs"][str(worker)])
 
     def cache(self) -> dict[str, Any]:
         return dict(json.loads((self.root / ".test-cache.json").read_text()))
@@ -210,7 +217,10 @@ class Project:
 
     def assert_clean(self, *run_ids: str) -> None:
         # Our own cleanup is synchronous; a short deadline only absorbs kernel bookkeeping.
-        wait_until(lambda: not self.leftovers(list(run_ids)), timeout=10, what="no leftovers")
+        try:
+            wait_until(lambda: not self.leftovers(list(run_ids)), timeout=10, what="no leftovers")
+        except AssertionError:
+            raise AssertionError(f"left behind: {self.leftovers(list(run_ids))}") from None
 
 
 def _toml(value: Any) -> str:

@@ -1,12 +1,18 @@
-"""The report files CI systems read: ``junit.xml`` and ``report.json``, written atomically.
+"""What a run writes into ``results_dir``: the report files CI systems read (``junit.xml`` and
+``report.json``, written atomically at the end of every run, interrupted runs included) and the
+logs of the last few runs (:class:`RunLogs`).
 
-Called by the runner at the end of every run, interrupted runs included.
+``results_dir`` may be a folder the user also keeps things in (even the project root), so
+testpool deletes only what it can prove it wrote: per-run log folders carrying its marker file.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,6 +22,54 @@ from testpool.results import RunSummary, Status, TestResult
 # Characters XML 1.0 cannot carry (test output may contain any byte).
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 OUTPUT_IN_JUNIT = 64 * 1024
+
+
+RUN_MARKER = ".testpool-run"
+
+
+class RunLogs:
+    """``<results_dir>/logs/<run id>/``: this run's worker logs and ``tests/`` (one per test).
+
+    Made at the start of a run, which then deletes the oldest of testpool's earlier run
+    folders so that ``keep`` remain (this one included): the logs of a flaky failure survive
+    the next few runs. A folder without the marker, or a symlink, is never touched.
+    """
+
+    def __init__(self, results_dir: Path, run_id: str, keep: int) -> None:
+        self.root = results_dir / "logs"
+        self.folder = self.root / run_id
+        self.keep = keep
+
+    def create(self) -> None:
+        (self.folder / "tests").mkdir(parents=True, exist_ok=True)
+        (self.folder / RUN_MARKER).write_text(self.folder.name + "\n")
+        self.prune()
+
+    def prune(self) -> list[Path]:
+        """Delete testpool's oldest run folders beyond ``keep``; return what was deleted."""
+        ours = sorted(path for path in _children(self.root) if _is_run_folder(path))
+        doomed = [path for path in ours[: max(0, len(ours) - self.keep)] if path != self.folder]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return doomed
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(entry.path) for entry in entries]
+    except OSError:
+        return []
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A real folder (not a symlink) holding the marker file testpool writes into each."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and stat.S_ISREG(
+            os.lstat(path / RUN_MARKER).st_mode
+        )
+    except OSError:
+        return False
 
 
 def write_reports(summary: RunSummary, results_dir: Path) -> tuple[Path, Path]:

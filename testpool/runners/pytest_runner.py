@@ -15,14 +15,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import tomllib
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import decode, run_process
+from testpool.execution import decode, run_collector, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from testpool.config import Config
     from testpool.hashing import FileHasher
     from testpool.runners.base import Executor, WorkerExecutor
+    from testpool.state import RunScope
 
 PLUGIN = "testpool.pytest_plugin"
 INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
@@ -60,36 +60,32 @@ class PytestRunner:
             "--rootdir", str(self.root),
         ]  # fmt: skip
 
-    def discover(self) -> list[TestCase]:
-        fd, collect_file = tempfile.mkstemp(prefix="testpool-collect-", suffix=".json")
-        os.close(fd)
+    def discover(self, scope: RunScope) -> list[TestCase]:
+        collect_file = scope.folder() / "collect.json"
+        argv = [
+            *self.base_args(), "--collect-only", "-q",
+            str(self.config.tests_path), *self.config.pytest_args,
+        ]  # fmt: skip
+        env = {**os.environ, **self.config.env, "TESTPOOL_COLLECT_FILE": str(collect_file)}
         try:
-            argv = [
-                *self.base_args(), "--collect-only", "-q",
-                str(self.config.tests_path), *self.config.pytest_args,
-            ]  # fmt: skip
-            env = {**os.environ, **self.config.env, "TESTPOOL_COLLECT_FILE": collect_file}
-            try:
-                done = subprocess.run(
-                    argv, cwd=self.root, env=env, capture_output=True, text=True,
-                    timeout=DISCOVERY_TIMEOUT, stdin=subprocess.DEVNULL,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise DiscoveryError("pytest collection took too long") from None
-            output = (done.stdout + done.stderr).strip()
-            if done.returncode == 5:
-                raise NoTestsError(f"pytest collected no tests under {self.config.tests}")
-            try:
-                collected = json.loads(Path(collect_file).read_text())
-            except (OSError, ValueError):
-                collected = None
-            if done.returncode != 0 or not collected or collected.get("errors"):
-                raise DiscoveryError(
-                    f"pytest could not collect the tests (exit status {done.returncode})",
-                    detail=tail(output, 30),
-                )
-        finally:
-            os.unlink(collect_file)
+            returncode, stdout, stderr = run_collector(
+                argv, cwd=self.root, env=env, timeout=DISCOVERY_TIMEOUT, scope=scope
+            )
+        except subprocess.TimeoutExpired:
+            raise DiscoveryError("pytest collection took too long") from None
+        output = (stdout + stderr).strip()
+        if returncode == 5:
+            raise NoTestsError(f"pytest collected no tests under {self.config.tests}")
+        try:
+            collected = json.loads(collect_file.read_text())
+            collect_file.unlink()
+        except (OSError, ValueError):
+            collected = None
+        if returncode != 0 or not collected or collected.get("errors"):
+            raise DiscoveryError(
+                f"pytest could not collect the tests (exit status {returncode})",
+                detail=tail(output, 30),
+            )
         cases = []
         for nodeid, module_file, defined_in in collected["items"]:
             sources = (defined_in,) if defined_in and defined_in != module_file else ()

@@ -196,9 +196,7 @@ def test_dev_server_killed_mid_test_is_restarted_and_the_suite_completes(
     assert [a["status"] for a in crashed["attempts"]] == ["error", "passed"]
     assert crashed["attempts"][0]["worker"] != crashed["attempts"][1]["worker"]
     assert any("restarting" in event for event in report["infra_events"])
-    worker_log = (
-        project.root / "test-results" / "logs" / f"worker-{crashed['attempts'][0]['worker']}.log"
-    )
+    worker_log = project.worker_log(result, crashed["attempts"][0]["worker"])
     assert "restarting the server" in worker_log.read_text()
     project.assert_clean(result.run_id)
 
@@ -259,3 +257,84 @@ def _in(proc: psutil.Process, project: Project) -> bool:
         return proc.environ().get("TESTPOOL_COLLECT_FILE", "").startswith(str(project.tmp))
     except psutil.Error:
         return False
+
+
+# --- SIGKILL under a parent that reaps late, and at the very start of a run -----------------
+
+
+def test_sigkill_while_the_parent_has_not_reaped_testpool_is_cleaned(
+    project: Project, tmp_path: Path
+) -> None:
+    # A Python harness, a CI agent or PID 1 in a container may reap late: testpool stays a
+    # zombie meanwhile, and a zombie is dead.
+    process, record = _start_hanging_run(project, tmp_path)
+    run_id = str(record["run_id"])
+
+    os.kill(process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    wait_until(
+        lambda: psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE,  # type: ignore[attr-defined]
+        what="testpool to be a zombie",
+    )
+
+    project.assert_clean(run_id)  # while the zombie is still there
+    assert psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    process.wait(timeout=10)  # type: ignore[attr-defined]
+
+
+def test_sigkill_while_tmux_starts_the_workers_leaves_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    # The first server kills testpool while tmux is still creating the sessions and their log
+    # pipes: tmux finishes the job on its own, with nobody reading the pipes any more.
+    pid_file = tmp_path / "testpool.pid"
+    project.write("tests/test_a.py", "def test_a(): pass\ndef test_b(): pass\n")
+    project.config(
+        workers=2,
+        server=f'kill -9 "$(cat {pid_file})"; exec {{python}} {DEVSERVER}',
+    )
+    process = project.popen()
+    pid_file.write_text(str(process.pid))
+
+    process.communicate(timeout=60)
+
+    assert process.returncode == -signal.SIGKILL
+    project.assert_clean()
+    wait_until(lambda: not _ours_without_run_id(project), timeout=10, what="no process of ours")
+
+
+def test_sigkill_during_discovery_leaves_nothing(project: Project, tmp_path: Path) -> None:
+    marker = tmp_path / "collecting"
+    project.write(
+        "tests/conftest.py",
+        f"""
+        import time
+        from pathlib import Path
+        Path({str(marker)!r}).touch()
+        time.sleep(600)
+        """,
+    )
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    project.config()
+    process = project.popen()
+    wait_until(marker.exists, timeout=60, what="collection to start")
+
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+    project.assert_clean()
+    wait_until(lambda: not list(project.tmp.iterdir()), timeout=10, what="an empty TMPDIR")
+    wait_until(
+        lambda: not _ours_without_run_id(project), timeout=10, what="the collector to be gone"
+    )
+
+
+def _ours_without_run_id(project: Project) -> list[str]:
+    """Processes started on behalf of the project's runs, found by their TMPDIR."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("TMPDIR") == str(project.tmp) and proc.status() != "zombie":
+                found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:100]}")
+        except psutil.Error:
+            continue
+    return found

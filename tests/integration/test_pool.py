@@ -72,7 +72,7 @@ def test_four_workers_start_in_parallel_each_isolated(project: Project, tmp_path
     assert len({r["data_dir"] for r in by_worker.values()}) == 4
     for record in by_worker.values():
         assert Path(str(record["data_dir"])).name.startswith("testpool-")
-    worker_log = (project.root / "test-results" / "logs" / "worker-0.log").read_text()
+    worker_log = project.worker_log(result).read_text()
     assert "devserver: listening on" in worker_log
     assert "GET /env" in worker_log
     project.assert_clean(result.run_id)
@@ -158,12 +158,9 @@ def test_worker_logs_are_readable_after_the_run(project: Project) -> None:
     project.config()
     result = project.run()
     assert result.returncode == 0
-    log = project.root / "test-results" / "logs" / "worker-0.log"
-    assert "GET /sleep?ms=1" in log.read_text()
-    assert (
-        result.report is not None
-        and result.report["worker_logs"]["0"] == "test-results/logs/worker-0.log"
-    )
+    assert result.report is not None
+    assert result.report["worker_logs"]["0"] == f"test-results/logs/{result.run_id}/worker-0.log"
+    assert "GET /sleep?ms=1" in project.worker_log(result).read_text()
 
 
 def test_tmux_session_can_be_attached_while_running(project: Project, tmp_path: Path) -> None:

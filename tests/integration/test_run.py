@@ -67,7 +67,7 @@ def test_failing_test_exits_1_with_its_output_in_the_summary(project: Project, m
     assert "tests/test_bad.py::test_fails" in failures
     assert "the reason is printed here" in failures
     assert "arithmetic is broken" in failures
-    assert "test log:   test-results/logs/tests/" in failures
+    assert f"test log:   test-results/logs/{result.run_id}/tests/" in failures
     assert "1 failed" in result.stdout and "2 passed" in result.stdout
     project.assert_clean(result.run_id)
 

@@ -137,4 +137,4 @@ def test_plain_dotenv_secrets(project: Project) -> None:
     project.config(secrets=[".env.test"])
     result = project.run()
     assert result.returncode == 0, result.stdout
-    assert SECRET not in (project.root / "test-results" / "logs" / "worker-0.log").read_text()
+    assert SECRET not in project.worker_log(result).read_text()
