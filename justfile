@@ -28,3 +28,8 @@ check:
 # The benchmark (prints a table of ratios; see README "Performance")
 bench:
     {{venv}}/python tests/benchmarks/bench.py
+
+# Interrupt 100 runs at random moments (SIGINT, SIGTERM, SIGKILL, late-reaped SIGKILL) and
+# check nothing is left behind after any (see README "Nothing left behind")
+stress:
+    {{venv}}/python tests/stress/interrupts.py --runs 100
