@@ -224,6 +224,7 @@ def _serve(
         else:
             collector.reports = []
             item._report_sections = []  # a retry on this worker starts with clean sections
+            _renew_instance(item)
             session.shouldfail = False
             session.shouldstop = False
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
@@ -235,6 +236,24 @@ def _serve(
     with contextlib.suppress(OSError):
         channel.sendall(b'{"bye": true}\n')
     channel.close()
+
+
+def _renew_instance(item: pytest.Item) -> None:
+    """Have pytest make the test's class instance again, in this worker, before the test runs.
+
+    pytest (8 and later) makes the instance of a test class -- a ``unittest.TestCase`` in
+    particular, whose ``__init__`` may read ``TEST_BASE_URL`` -- when it collects, that is in
+    the zygote, before any worker's environment exists. Dropping the instance makes pytest make
+    a new one on first use, inside the test's setup, as its own ``TestCaseFunction.teardown``
+    does after every test. The location is taken first: pytest reads it (through the instance's
+    bound method) when the test starts, outside the phases whose errors it reports.
+    """
+    instance = getattr(item, "_instance", None)
+    if instance is None or getattr(getattr(item, "_obj", None), "__self__", None) is not instance:
+        return  # not a method of a collected instance (a plain function, or already dropped)
+    _ = item.location
+    item._obj = None  # type: ignore[attr-defined]
+    del item._instance  # type: ignore[attr-defined]
 
 
 def verdict(reports: list[pytest.TestReport], *, include_output: bool) -> dict[str, Any]:
