@@ -45,6 +45,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    _no_distribution(config)
+
+
+def _no_distribution(config: pytest.Config) -> None:
+    """Keep pytest-xdist from distributing the tests of testpool's own pytest processes.
+
+    testpool runs the tests in parallel itself. A project that runs pytest-xdist (``addopts =
+    "-n auto --dist=loadgroup"``) would otherwise turn testpool's pytest into an xdist
+    controller, which collects nothing itself and hands the tests to processes of its own.
+    ``-p no:xdist`` cannot do it: the ``-n`` in ``addopts`` would become an unknown option.
+    So xdist's options are reset to "no distribution" here, before xdist's ``pytest_configure``
+    reads them; the values are final whichever ``pytest_cmdline_main`` runs first.
+    """
+    option = config.option
+    if not hasattr(option, "numprocesses"):
+        return  # pytest-xdist is not installed, or the project turned it off
+    resets: dict[str, Any] = {
+        "numprocesses": 0,
+        "dist": "no",
+        "tx": [],
+        "distload": False,
+        "looponfail": False,
+    }
+    for name, value in resets.items():
+        if hasattr(option, name):
+            setattr(option, name, value)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("testpool_serve", False):
         config.pluginmanager.register(
