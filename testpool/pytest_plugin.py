@@ -33,6 +33,9 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+# In every stand-in testpool sets for a per-worker variable while pytest collects (see
+# testpool.workerenv, whose COLLECTION_MARK this must equal).
+COLLECTION_MARK = "testpool-collection-time"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -259,6 +262,8 @@ def _serve(
             session.shouldstop = False
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
             message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
+            if message["outcome"] == "failed":
+                _explain_collection_time_values(item, message)
         channel.sendall((json.dumps(message) + "\n").encode())
     # testpool is done with this worker: finalize session fixtures, then say so (testpool stops
     # the servers only after that, since a fixture's teardown may still need its server).
@@ -284,6 +289,35 @@ def _renew_instance(item: pytest.Item) -> None:
     _ = item.location
     item._obj = None  # type: ignore[attr-defined]
     del item._instance  # type: ignore[attr-defined]
+
+
+def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) -> None:
+    """Say so when the failed test's module or class holds a stand-in from collection time.
+
+    Such a value was read from the environment at import, while pytest collected the suite in
+    the zygote, before any worker existed; it is wrong on every worker, and the failure it
+    causes (e.g. "Name or service not known") does not say why by itself.
+    """
+    names = []
+    for holder in (getattr(item, "module", None), getattr(item, "cls", None)):
+        if holder is None:
+            continue
+        for name, value in vars(holder).items():
+            if isinstance(value, str | os.PathLike) and COLLECTION_MARK in os.fspath(value):
+                names.append(f"{holder.__name__}.{name}")
+    if not names:
+        return
+    cause = (
+        f"{', '.join(names)} read the worker's environment at import, while pytest collected "
+        "the suite (before any worker existed)"
+    )
+    message["message"] = f"{cause}: {message['message']}"[:300]
+    # Last, so that the tail of the output shown in the summary has it.
+    message["output"] = message.get("output", "") + (
+        f"testpool: {cause}, so it holds a stand-in ({COLLECTION_MARK}) on every worker. Read "
+        "TEST_BASE_URL, DATA_DIR, API_TOKEN and PORT in a fixture or in the test, not at "
+        "import.\n"
+    )
 
 
 def verdict(reports: list[pytest.TestReport], *, include_output: bool) -> dict[str, Any]:

@@ -111,7 +111,7 @@ class Zygote:
         control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         result_read, result_write = os.pipe()
         env = {
-            **self.context.common_env,
+            **self.context.collection_env,
             "TESTPOOL_CMD_FD": str(zygote_end.fileno()),
             "TESTPOOL_RESULT_FD": str(result_write),
         }

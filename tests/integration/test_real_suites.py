@@ -5,10 +5,15 @@ read the worker's environment at import. Each runs on 4 workers in both pytest m
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from support import Project
+
+from testpool.workerenv import STAND_INS
 
 MODES = ["session", "process"]
 
@@ -149,4 +154,147 @@ def test_a_test_the_workers_did_not_collect_fails_with_the_likely_causes(project
     dropped = next(t for t in result.report["tests"] if t["status"] == "failed")
     assert "did not collect this test (it collected 1 test(s)" in dropped["message"]
     assert "parametrize ids made from a set" in result.stdout
+    project.assert_clean(result.run_id)
+
+
+class Decoy:
+    """A developer's own server on the URL a suite falls back to: it answers everything."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        decoy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                decoy.hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def decoy() -> Iterator[Decoy]:
+    server = Decoy()
+    yield server
+    server.close()
+
+
+MODULE_LEVEL_SUITE = """
+import os
+import httpx
+
+# Read at import: in session mode that is while the suite is collected, before any worker exists.
+BASE = os.environ.get("TEST_BASE_URL", {fallback!r})
+
+
+def test_module_constant_{n}():
+    assert httpx.get(BASE + "/health", timeout=10).status_code == 200
+
+
+def test_read_in_the_test_{n}():
+    base = os.environ.get("TEST_BASE_URL", {fallback!r})
+    assert httpx.get(base + "/health", timeout=10).status_code == 200
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_module_level_read_of_the_worker_url_never_reaches_another_server(
+    project: Project, decoy: Decoy, mode: str
+) -> None:
+    for n in range(4):
+        project.write(f"tests/test_m{n}.py", MODULE_LEVEL_SUITE.format(fallback=decoy.url, n=n))
+    project.config(workers=4, pytest_mode=mode)
+
+    result = project.run()
+
+    assert decoy.hits == [], "a test reached the fallback server instead of its worker's"
+    statuses = result.statuses
+    readers_in_tests = {k: v for k, v in statuses.items() if "test_read_in_the_test" in k}
+    constants = {k: v for k, v in statuses.items() if "test_module_constant" in k}
+    assert set(readers_in_tests.values()) == {"passed"}, result.stdout
+    if mode == "process":
+        # A fresh pytest per test imports the module with the worker's environment.
+        assert set(constants.values()) == {"passed"}, result.stdout
+        assert result.returncode == 0
+    else:
+        # Collected once for every worker: the constant holds the collection-time stand-in,
+        # which fails, and the failure says why.
+        assert set(constants.values()) == {"failed"}, result.stdout
+        assert result.returncode == 1
+        assert result.report is not None
+        for test in result.report["tests"]:
+            if "test_module_constant" in test["id"]:
+                assert "BASE" in test["message"] and "import" in test["message"], test
+        assert "testpool-collection-time" in result.stdout
+    project.assert_clean(result.run_id)
+
+
+ROLE_CONFTEST = """
+import json, os
+
+NAMES = ("TEST_BASE_URL", "PORT", "DATA_DIR", "API_TOKEN", "TESTPOOL_WORKER")
+if "TESTPOOL_COLLECT_FILE" in os.environ:
+    ROLE = "discovery"
+elif "TESTPOOL_CMD_FD" in os.environ:
+    ROLE = "zygote"
+else:
+    ROLE = "one test"
+with open({log!r}, "a") as handle:
+    handle.write(json.dumps([ROLE, {{name: os.environ.get(name) for name in NAMES}}]) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_collection_sees_stand_ins_for_the_worker_variables_and_tests_the_real_ones(
+    project: Project, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "imports.jsonl"
+    project.write("tests/conftest.py", ROLE_CONFTEST.format(log=str(log)))
+    project.write(
+        "tests/test_env.py",
+        """
+        import os
+        import httpx
+
+        def test_sees_its_worker():
+            served = httpx.get(os.environ["TEST_BASE_URL"] + "/env", timeout=10).json()
+            assert served["PORT"] == os.environ["PORT"]
+            assert served["DATA_DIR"] == os.environ["DATA_DIR"]
+            assert os.path.isdir(os.environ["DATA_DIR"])
+            assert os.environ["API_TOKEN"] == "shared-token" == served["API_TOKEN"]
+            assert os.environ["TESTPOOL_WORKER"] == "0"
+        """,
+    )
+    # A developer's own values, exported in the shell testpool runs from.
+    project.extra_env.update(
+        TEST_BASE_URL="http://127.0.0.1:1", PORT="1", DATA_DIR=str(tmp_path), TESTPOOL_WORKER="7"
+    )
+    project.config(workers=1, pytest_mode=mode, env={"API_TOKEN": "shared-token"})
+
+    result = project.run()
+
+    assert result.returncode == 0, result.stdout
+    imports = [json.loads(line) for line in log.read_text().splitlines()]
+    stand_ins = {**STAND_INS, "API_TOKEN": "shared-token", "TESTPOOL_WORKER": None}
+    collecting = ["discovery", "zygote"] if mode == "session" else ["discovery"]
+    assert [role for role, _ in imports if role != "one test"] == collecting
+    for role, seen in imports:
+        if role == "one test":
+            assert seen["TEST_BASE_URL"] == f"http://127.0.0.1:{project.port_base}"
+            assert seen["TESTPOOL_WORKER"] == "0"
+        else:
+            assert seen == stand_ins, role
     project.assert_clean(result.run_id)
