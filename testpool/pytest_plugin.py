@@ -11,7 +11,13 @@ Two jobs:
   sees what it would see in a fresh process, minus the start-up and collection cost, which is
   paid once per run rather than once per worker. Output is captured per test by pytest.
 
+It also loads the fixtures for the tests (:mod:`testpool.pytest_fixtures`, which pytest loads by
+its entry point anyway, unless plugin autoloading is off) and makes sure testpool's own pytest
+processes run every test themselves, on the worker's server (see :func:`_no_distribution` and
+:func:`_point_base_url_plugin`).
+
 This module runs inside the test process, never inside testpool; it imports nothing of testpool.
+It is loaded only by testpool (``-p``), unlike the fixtures, which every pytest loads.
 """
 
 from __future__ import annotations
@@ -33,9 +39,13 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
 # In every stand-in testpool sets for a per-worker variable while pytest collects (see
 # testpool.workerenv, whose COLLECTION_MARK this must equal).
 COLLECTION_MARK = "testpool-collection-time"
+
+# Loaded by name, which is also its entry point's name: never registered twice.
+pytest_plugins = ["testpool.pytest_fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,8 +95,23 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     elif os.environ.get(RESULT_FILE):
         config.pluginmanager.register(_OneShot(os.environ[RESULT_FILE]), "testpool-oneshot")
+        _point_base_url_plugin(config)
     if os.environ.get(COLLECT_FILE) and config.getoption("collectonly", False):
         config.pluginmanager.register(_CollectExport(os.environ[COLLECT_FILE]), "testpool-collect")
+
+
+def _point_base_url_plugin(config: pytest.Config) -> None:
+    """Point pytest-base-url's ``base_url`` (``--base-url``) at the worker's server.
+
+    Where pytest-base-url is installed, testpool's fixtures leave ``base_url`` to it; under
+    testpool its value is the worker's ``TEST_BASE_URL``, whatever ``--base-url`` or the
+    ``base_url`` ini option say (they name one server; the tests must use their worker's).
+    Called once the worker's environment is in place; the fixture reads the option when a test
+    first asks for it.
+    """
+    url = os.environ.get("TEST_BASE_URL")
+    if url and config.pluginmanager.has_plugin(BASE_URL_PLUGIN):
+        config.option.base_url = url
 
 
 class _CollectExport:
@@ -234,6 +259,7 @@ def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) ->
     if capture is not None:
         capture.start_global_capturing()
     os.environ.update(request["env"])
+    _point_base_url_plugin(session.config)
     random.seed()  # siblings must not share a random sequence
     channel = socket.socket(fileno=fd)
     channel.sendall((json.dumps({"pid": os.getpid()}) + "\n").encode())
@@ -315,8 +341,8 @@ def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) 
     # Last, so that the tail of the output shown in the summary has it.
     message["output"] = message.get("output", "") + (
         f"testpool: {cause}, so it holds a stand-in ({COLLECTION_MARK}) on every worker. Read "
-        "TEST_BASE_URL, DATA_DIR, API_TOKEN and PORT in a fixture or in the test, not at "
-        "import.\n"
+        "TEST_BASE_URL, DATA_DIR, API_TOKEN and PORT in a fixture or in the test (or use the "
+        "testpool_worker and base_url fixtures), not at import.\n"
     )
 
 
