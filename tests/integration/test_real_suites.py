@@ -194,6 +194,7 @@ def decoy() -> Iterator[Decoy]:
 
 MODULE_LEVEL_SUITE = """
 import os
+import unittest
 import httpx
 
 # Read at import: in session mode that is while the suite is collected, before any worker exists.
@@ -207,6 +208,14 @@ def test_module_constant_{n}():
 def test_read_in_the_test_{n}():
     base = os.environ.get("TEST_BASE_URL", {fallback!r})
     assert httpx.get(base + "/health", timeout=10).status_code == 200
+
+
+class TestClassBody{n}(unittest.TestCase):
+    # A class body runs at import too.
+    URL = os.environ.get("TEST_BASE_URL", {fallback!r}) + "/health"
+
+    def test_class_constant(self):
+        assert httpx.get(self.URL, timeout=10).status_code == 200
 """
 
 
@@ -223,7 +232,8 @@ def test_a_module_level_read_of_the_worker_url_never_reaches_another_server(
     assert decoy.hits == [], "a test reached the fallback server instead of its worker's"
     statuses = result.statuses
     readers_in_tests = {k: v for k, v in statuses.items() if "test_read_in_the_test" in k}
-    constants = {k: v for k, v in statuses.items() if "test_module_constant" in k}
+    constants = {k: v for k, v in statuses.items() if "constant" in k}
+    assert len(constants) == len(readers_in_tests) * 2 == 8
     assert set(readers_in_tests.values()) == {"passed"}, result.stdout
     if mode == "process":
         # A fresh pytest per test imports the module with the worker's environment.
@@ -236,8 +246,11 @@ def test_a_module_level_read_of_the_worker_url_never_reaches_another_server(
         assert result.returncode == 1
         assert result.report is not None
         for test in result.report["tests"]:
-            if "test_module_constant" in test["id"]:
-                assert "BASE" in test["message"] and "import" in test["message"], test
+            name = test["id"].split("::", 1)[1]
+            if name.startswith("test_module_constant"):
+                assert ".BASE read the worker's environment at import" in test["message"], test
+            elif name.endswith("test_class_constant"):
+                assert ".URL read the worker's environment at import" in test["message"], test
         assert "testpool-collection-time" in result.stdout
     project.assert_clean(result.run_id)
 
