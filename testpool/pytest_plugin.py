@@ -31,6 +31,7 @@ import random
 import signal
 import socket
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import pytest
@@ -283,11 +284,14 @@ def _serve(
         else:
             collector.reports = []
             item._report_sections = []  # a retry on this worker starts with clean sections
-            _renew_instance(item)
-            session.shouldfail = False
-            session.shouldstop = False
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
-            message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
+            failed = _renew_instance(item)
+            if failed is not None:
+                message = {"id": nodeid, **failed}
+            else:
+                session.shouldfail = False
+                session.shouldstop = False
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
+                message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
             if message["outcome"] == "failed":
                 _explain_collection_time_values(item, message)
         channel.sendall((json.dumps(message) + "\n").encode())
@@ -299,22 +303,31 @@ def _serve(
     channel.close()
 
 
-def _renew_instance(item: pytest.Item) -> None:
-    """Have pytest make the test's class instance again, in this worker, before the test runs.
+def _renew_instance(item: pytest.Item) -> dict[str, Any] | None:
+    """Make the test's class instance anew, in this worker, before the test runs.
 
     pytest (8 and later) makes the instance of a test class -- a ``unittest.TestCase`` in
     particular, whose ``__init__`` may read ``TEST_BASE_URL`` -- when it collects, that is in
-    the zygote, before any worker's environment exists. Dropping the instance makes pytest make
-    a new one on first use, inside the test's setup, as its own ``TestCaseFunction.teardown``
-    does after every test. The location is taken first: pytest reads it (through the instance's
-    bound method) when the test starts, outside the phases whose errors it reports.
+    the zygote, before any worker's environment exists; and it makes a new one after a test
+    only for unittest classes. A fresh pytest would have made it with the worker's environment,
+    so it is made again here, the way pytest makes it (``_getinstance``, then the bound method).
+    Made here rather than left to pytest's lazy making: an ``__init__`` that raises there
+    breaks pytest's own error report. Returns the failed verdict if ``__init__`` raised.
     """
-    instance = getattr(item, "_instance", None)
-    if instance is None or getattr(getattr(item, "_obj", None), "__self__", None) is not instance:
-        return  # not a method of a collected instance (a plain function, or already dropped)
-    _ = item.location
-    item._obj = None  # type: ignore[attr-defined]
-    del item._instance  # type: ignore[attr-defined]
+    if not isinstance(item, pytest.Function) or item.cls is None:
+        return None
+    bound = item.__dict__.get("_obj")
+    if bound is not None and getattr(bound, "__self__", None) is not item.__dict__.get("_instance"):
+        return None  # not a method of the instance (a static method, a plugin's own callable)
+    try:
+        instance = item._getinstance()  # type: ignore[no-untyped-call]
+    except Exception as error:
+        text = traceback.format_exc()
+        message = f"error making the test's class instance in the worker: {error!r}"
+        return {"outcome": "failed", "duration": 0.0, "message": message[:300], "output": text}
+    item._instance = instance
+    item._obj = item._getobj()  # type: ignore[no-untyped-call]
+    return None
 
 
 def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) -> None:

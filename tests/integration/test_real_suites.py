@@ -81,6 +81,40 @@ def test_unittest_testcases_are_created_in_the_worker_with_its_environment(
     project.assert_clean(result.run_id)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_testcase_whose_init_fails_in_the_worker_fails_alone(project: Project, mode: str) -> None:
+    project.write(
+        "tests/test_init.py",
+        """
+        import os, unittest
+
+        class TestBroken(unittest.TestCase):
+            def __init__(self, methodName="runTest"):
+                super().__init__(methodName)
+                if "TESTPOOL_WORKER" in os.environ:
+                    raise RuntimeError("no server for this TestCase")
+
+            def test_broken(self):
+                pass
+
+        class TestFine(unittest.TestCase):
+            def test_fine(self):
+                pass
+        """,
+    )
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run("--retries", "1")
+
+    assert result.returncode == 1, result.stdout
+    assert result.statuses == {
+        "tests/test_init.py::TestBroken::test_broken": "failed",
+        "tests/test_init.py::TestFine::test_fine": "passed",
+    }
+    assert "no server for this TestCase" in result.stdout
+    project.assert_clean(result.run_id)
+
+
 XDIST_SUITE = """
 import json, os
 import httpx, pytest
