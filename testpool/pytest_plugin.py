@@ -11,7 +11,13 @@ Two jobs:
   sees what it would see in a fresh process, minus the start-up and collection cost, which is
   paid once per run rather than once per worker. Output is captured per test by pytest.
 
+It also loads the fixtures for the tests (:mod:`testpool.pytest_fixtures`, which pytest loads by
+its entry point anyway, unless plugin autoloading is off) and makes sure testpool's own pytest
+processes run every test themselves, on the worker's server (see :func:`_no_distribution` and
+:func:`_point_base_url_plugin`).
+
 This module runs inside the test process, never inside testpool; it imports nothing of testpool.
+It is loaded only by testpool (``-p``), unlike the fixtures, which every pytest loads.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import random
 import signal
 import socket
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import pytest
@@ -33,6 +40,13 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
+# In every stand-in testpool sets for a per-worker variable while pytest collects (see
+# testpool.workerenv, whose COLLECTION_MARK this must equal).
+COLLECTION_MARK = "testpool-collection-time"
+
+# Loaded by name, which is also its entry point's name: never registered twice.
+pytest_plugins = ["testpool.pytest_fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +59,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    _no_distribution(config)
+
+
+def _no_distribution(config: pytest.Config) -> None:
+    """Keep pytest-xdist from distributing the tests of testpool's own pytest processes.
+
+    testpool runs the tests in parallel itself. A project that runs pytest-xdist (``addopts =
+    "-n auto --dist=loadgroup"``) would otherwise turn testpool's pytest into an xdist
+    controller, which collects nothing itself and hands the tests to processes of its own.
+    ``-p no:xdist`` cannot do it: the ``-n`` in ``addopts`` would become an unknown option.
+    So xdist's options are reset to "no distribution" here, before xdist's ``pytest_configure``
+    reads them; the values are final whichever ``pytest_cmdline_main`` runs first.
+    """
+    option = config.option
+    if not hasattr(option, "numprocesses"):
+        return  # pytest-xdist is not installed, or the project turned it off
+    resets: dict[str, Any] = {
+        "numprocesses": 0,
+        "dist": "no",
+        "tx": [],
+        "distload": False,
+        "looponfail": False,
+    }
+    for name, value in resets.items():
+        if hasattr(option, name):
+            setattr(option, name, value)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("testpool_serve", False):
         config.pluginmanager.register(
@@ -52,8 +96,23 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     elif os.environ.get(RESULT_FILE):
         config.pluginmanager.register(_OneShot(os.environ[RESULT_FILE]), "testpool-oneshot")
+        _point_base_url_plugin(config)
     if os.environ.get(COLLECT_FILE) and config.getoption("collectonly", False):
         config.pluginmanager.register(_CollectExport(os.environ[COLLECT_FILE]), "testpool-collect")
+
+
+def _point_base_url_plugin(config: pytest.Config) -> None:
+    """Point pytest-base-url's ``base_url`` (``--base-url``) at the worker's server.
+
+    Where pytest-base-url is installed, testpool's fixtures leave ``base_url`` to it; under
+    testpool its value is the worker's ``TEST_BASE_URL``, whatever ``--base-url`` or the
+    ``base_url`` ini option say (they name one server; the tests must use their worker's).
+    Called once the worker's environment is in place; the fixture reads the option when a test
+    first asks for it.
+    """
+    url = os.environ.get("TEST_BASE_URL")
+    if url and config.pluginmanager.has_plugin(BASE_URL_PLUGIN):
+        config.option.base_url = url
 
 
 class _CollectExport:
@@ -201,6 +260,7 @@ def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) ->
     if capture is not None:
         capture.start_global_capturing()
     os.environ.update(request["env"])
+    _point_base_url_plugin(session.config)
     random.seed()  # siblings must not share a random sequence
     channel = socket.socket(fileno=fd)
     channel.sendall((json.dumps({"pid": os.getpid()}) + "\n").encode())
@@ -224,10 +284,16 @@ def _serve(
         else:
             collector.reports = []
             item._report_sections = []  # a retry on this worker starts with clean sections
-            session.shouldfail = False
-            session.shouldstop = False
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
-            message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
+            failed = _renew_instance(item)
+            if failed is not None:
+                message = {"id": nodeid, **failed}
+            else:
+                session.shouldfail = False
+                session.shouldstop = False
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
+                message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
+            if message["outcome"] == "failed":
+                _explain_collection_time_values(item, message)
         channel.sendall((json.dumps(message) + "\n").encode())
     # testpool is done with this worker: finalize session fixtures, then say so (testpool stops
     # the servers only after that, since a fixture's teardown may still need its server).
@@ -235,6 +301,62 @@ def _serve(
     with contextlib.suppress(OSError):
         channel.sendall(b'{"bye": true}\n')
     channel.close()
+
+
+def _renew_instance(item: pytest.Item) -> dict[str, Any] | None:
+    """Make the test's class instance anew, in this worker, before the test runs.
+
+    pytest (8 and later) makes the instance of a test class -- a ``unittest.TestCase`` in
+    particular, whose ``__init__`` may read ``TEST_BASE_URL`` -- when it collects, that is in
+    the zygote, before any worker's environment exists; and it makes a new one after a test
+    only for unittest classes. A fresh pytest would have made it with the worker's environment,
+    so it is made again here, the way pytest makes it (``_getinstance``, then the bound method).
+    Made here rather than left to pytest's lazy making: an ``__init__`` that raises there
+    breaks pytest's own error report. Returns the failed verdict if ``__init__`` raised.
+    """
+    if not isinstance(item, pytest.Function) or item.cls is None:
+        return None
+    bound = item.__dict__.get("_obj")
+    if bound is not None and getattr(bound, "__self__", None) is not item.__dict__.get("_instance"):
+        return None  # not a method of the instance (a static method, a plugin's own callable)
+    try:
+        instance = item._getinstance()  # type: ignore[no-untyped-call]
+    except Exception as error:
+        text = traceback.format_exc()
+        message = f"error making the test's class instance in the worker: {error!r}"
+        return {"outcome": "failed", "duration": 0.0, "message": message[:300], "output": text}
+    item._instance = instance
+    item._obj = item._getobj()  # type: ignore[no-untyped-call]
+    return None
+
+
+def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) -> None:
+    """Say so when the failed test's module or class holds a stand-in from collection time.
+
+    Such a value was read from the environment at import, while pytest collected the suite in
+    the zygote, before any worker existed; it is wrong on every worker, and the failure it
+    causes (e.g. "Name or service not known") does not say why by itself.
+    """
+    names = []
+    for holder in (getattr(item, "module", None), getattr(item, "cls", None)):
+        if holder is None:
+            continue
+        for name, value in vars(holder).items():
+            if isinstance(value, str | os.PathLike) and COLLECTION_MARK in os.fspath(value):
+                names.append(f"{holder.__name__}.{name}")
+    if not names:
+        return
+    cause = (
+        f"{', '.join(names)} read the worker's environment at import, while pytest collected "
+        "the suite (before any worker existed)"
+    )
+    message["message"] = f"{cause}: {message['message']}"[:300]
+    # Last, so that the tail of the output shown in the summary has it.
+    message["output"] = message.get("output", "") + (
+        f"testpool: {cause}, so it holds a stand-in ({COLLECTION_MARK}) on every worker. Read "
+        "TEST_BASE_URL, DATA_DIR, API_TOKEN and PORT in a fixture or in the test (or use the "
+        "testpool_worker and base_url fixtures), not at import.\n"
+    )
 
 
 def verdict(reports: list[pytest.TestReport], *, include_output: bool) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.scheduler import Scheduler
 from testpool.secrets import Redactor, load_secrets
 from testpool.state import RunJournal, RunScope
+from testpool.workerenv import collection_env
 
 if TYPE_CHECKING:
     from testpool.config import Config, RunOptions
@@ -199,13 +200,15 @@ class Run:
             )
         )
         base_env = {**os.environ, **self.config.env}
+        common_env = {**pool.global_env(), RUN_ID_VARIABLE: self.run_id}
         context = ExecContext(
             root=self.config.root,
             scratch=scratch,
             tracker=self.tracker,
             redact=self.redact,
             base_env=base_env,
-            common_env={**pool.global_env(), RUN_ID_VARIABLE: self.run_id},
+            common_env=common_env,
+            collection_env=collection_env(common_env, configured={*self.config.env, *secrets}),
         )
         executor = self.executor = self.runner.executor(context)
         await executor.warm_up()

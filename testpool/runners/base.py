@@ -52,6 +52,9 @@ class ExecContext:
     redact: Redactor
     base_env: Mapping[str, str]  # os.environ + config env (no worker or secret values)
     common_env: Mapping[str, str]  # what every worker shares: base + secrets + the run id
+    # common_env with stand-ins for the per-worker variables (see testpool.workerenv): what
+    # code run before any worker exists sees, e.g. pytest collecting the suite for the workers
+    collection_env: Mapping[str, str]
 
 
 class WorkerExecutor(Protocol):

@@ -27,6 +27,7 @@ from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.runners.pytest_session import OUTCOMES, PytestSession, Zygote
+from testpool.workerenv import collection_env
 
 if TYPE_CHECKING:
     from testpool.config import Config
@@ -66,7 +67,8 @@ class PytestRunner:
             *self.base_args(), "--collect-only", "-q",
             str(self.config.tests_path), *self.config.pytest_args,
         ]  # fmt: skip
-        env = {**os.environ, **self.config.env, "TESTPOOL_COLLECT_FILE": str(collect_file)}
+        env = collection_env({**os.environ, **self.config.env}, configured=self.config.env)
+        env["TESTPOOL_COLLECT_FILE"] = str(collect_file)
         try:
             returncode, stdout, stderr = run_collector(
                 argv, cwd=self.root, env=env, timeout=DISCOVERY_TIMEOUT, scope=scope

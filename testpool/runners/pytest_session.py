@@ -35,6 +35,18 @@ FORK_TIMEOUT = 30.0  # a fork that does not connect back within this is given up
 OUTPUT_TAIL = 64 * 1024
 RESULT_LINE_LIMIT = 64 * 1024 * 1024  # a verdict carries the test's captured output
 OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
+NOT_COLLECTED_CAUSES = """\
+testpool's pytest collects the suite twice: once to list the tests, and once in the process the
+workers are forked from. This test was in the first collection and not in the second. Likely:
+- test ids that change from one collection to the next: parametrize ids made from a set, from
+  random or time values, or from objects' default reprs;
+- collection that depends on how pytest is run: the workers' pytest is started with
+  --testpool-serve and TESTPOOL_CMD_FD (discovery with --collect-only), so a conftest or a
+  plugin may select other tests there;
+- a plugin that takes over collection or the run loop (testpool turns pytest-xdist's
+  distribution off in its own pytest; it knows no others). pytest_mode = "process" runs
+  every test in a pytest of its own, collecting just that test.
+"""
 
 
 class ZygoteError(Exception):
@@ -69,6 +81,7 @@ class Zygote:
         self._stdout: deque[bytes] = deque(maxlen=64)
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
+        self.collected = 0  # how many tests the zygote collected
 
     def argv(self) -> list[str]:
         config = self.runner.config
@@ -98,7 +111,7 @@ class Zygote:
         control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         result_read, result_write = os.pipe()
         env = {
-            **self.context.common_env,
+            **self.context.collection_env,
             "TESTPOOL_CMD_FD": str(zygote_end.fileno()),
             "TESTPOOL_RESULT_FD": str(result_write),
         }
@@ -141,6 +154,7 @@ class Zygote:
         while line := await messages.readline():
             message = json.loads(line)
             if "ready" in message:
+                self.collected = int(message["ready"])
                 self._ready.set()
             elif "exited" in message:
                 pid = int(message["exited"])
@@ -266,7 +280,7 @@ class PytestSession:
                 "the worker's pytest process sent a broken result (it probably crashed)",
             )
         if verdict.get("outcome") == "missing":
-            return Outcome(Status.FAILED, 0.0, "", "pytest did not collect this test on the worker")
+            return not_collected(self.zygote.collected)
         return Outcome(
             OUTCOMES.get(verdict["outcome"], Status.FAILED),
             float(verdict.get("duration", 0.0)),
@@ -297,6 +311,15 @@ class PytestSession:
             conn.writer.close()
             await procs.terminate_group(conn.pid)
             self.zygote.context.tracker.discard(conn.pid)
+
+
+def not_collected(collected: int) -> Outcome:
+    """The verdict for a test that discovery found and the workers' pytest did not collect."""
+    message = (
+        f"the workers' pytest did not collect this test (it collected {collected} test(s) "
+        "where discovery found this one)"
+    )
+    return Outcome(Status.FAILED, 0.0, message + "\n" + NOT_COLLECTED_CAUSES, message)
 
 
 def _size(path: Path) -> int:
