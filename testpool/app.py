@@ -18,12 +18,14 @@ from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
 from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import ExitCode
-from testpool.fsutil import display_path, indent
+from testpool.fsutil import display_path
 from testpool.hashing import FileHasher
+from testpool.report.console import print_error, say
 from testpool.report.files import write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
+from testpool.sanitize import inline
 from testpool.state import new_run_id
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
     store = CacheStore(config.cache_path)
     data, warning = store.load()
     if warning:
-        err.print(f"testpool: warning: {warning}", markup=False)
+        say(err, f"testpool: warning: {warning}")
     hasher = FileHasher(config.root)
     cases, discovery_update = discover(runner, config, hasher, data)
     selected = select(cases, options.pattern)
@@ -63,7 +65,7 @@ def sweep(err: Console) -> None:
 
     for report in sweep_dead_runs():
         if report.anything:
-            err.print(f"testpool: cleaned up after a dead run: {report.describe()}", markup=False)
+            say(err, f"testpool: cleaned up after a dead run: {report.describe()}")
 
 
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
@@ -108,19 +110,17 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:
-        err.print(f"testpool: error: {summary.error}", markup=False)
-        if summary.error_detail:
-            err.print(indent(summary.error_detail), markup=False, highlight=False)
+        print_error(err, summary.error, summary.error_detail)
     return summary.exit_code()
 
 
 def list_tests(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     prepared = prepare(config, options, err)
-    width = max((len(item.case.id) for item in prepared.items), default=0)
+    width = max((len(inline(item.case.id)) for item in prepared.items), default=0)
     for item in prepared.items:
         line = Text()
         line.append("run    " if item.run else "cached ", style="bold" if item.run else "green")
-        line.append(item.case.id.ljust(width))
+        line.append(inline(item.case.id).ljust(width))
         line.append(f"  {item.reason}", style="dim")
         out.print(line)
     would_run = sum(item.run for item in prepared.items)
@@ -139,17 +139,18 @@ def clean(config: Config | None, out: Console) -> int:
 
     reports = sweep_dead_runs()
     for report in reports:
-        out.print(report.describe(), markup=False)
+        say(out, report.describe())
     live = [record for _, record in load_records() if record is not None and is_live(record)]
     for record in live:
-        out.print(
-            f"run {record.run_id} is still running (pid {record.pid}, {record.root}): left alone"
+        say(
+            out,
+            f"run {record.run_id} is still running (pid {record.pid}, {record.root}): left alone",
         )
     base = config.port_base if config else 9000
     ours = {port for record in live for port in record.ports}
     for port, holder in sorted(procs.listeners(range(base, base + MAX_WORKERS)).items()):
         if port not in ours:
-            out.print(f"port {port} is held by {holder}, not by testpool: left alone", markup=False)
+            say(out, f"port {port} is held by {holder}, not by testpool: left alone")
     if not reports:
         out.print("nothing to clean")
     return ExitCode.OK

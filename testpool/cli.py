@@ -16,8 +16,7 @@ import click
 from testpool import __version__
 from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
 from testpool.errors import ExitCode, TestpoolError
-from testpool.fsutil import indent
-from testpool.report.console import make_consoles
+from testpool.report.console import make_consoles, print_error
 
 EXIT_CODES = """\b
 Exit codes:
@@ -63,9 +62,7 @@ def _guard(action: Callable[[], int]) -> int:
             signal.signal(sig, _interrupt)
         return action()
     except TestpoolError as error:
-        err.print(f"testpool: error: {error.message}", markup=False, highlight=False)
-        if error.detail:
-            err.print(indent(error.detail), markup=False, highlight=False)
+        print_error(err, error.message, error.detail)
         return error.exit_code
     except KeyboardInterrupt:
         err.print("testpool: interrupted")

@@ -89,12 +89,18 @@ async def spawn(
             pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
-        raise ExecutableNotFound(argv[0]) from None
+        raise ExecutableNotFound(f"command not found: {argv[0]}") from None
+    except ValueError:  # a NUL character, which no command line can carry
+        raise CannotStart("the command line would contain a NUL character") from None
     tracker.add(process.pid)
     return process
 
 
-class ExecutableNotFound(Exception):
+class CannotStart(Exception):
+    """The process cannot be started; ``str()`` says why, in one line."""
+
+
+class ExecutableNotFound(CannotStart):
     """The command to run does not exist."""
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,11 +29,14 @@ from testpool import procs
 from testpool.errors import (
     InfrastructureError,
     PortInUseError,
+    ServerExitedError,
     WorkerStartError,
 )
+from testpool.fsutil import tail
 from testpool.health import probe, wait_healthy
 from testpool.isolation import make_data_dir, remove_dir
 from testpool.procs import RUN_ID_VARIABLE
+from testpool.sanitize import block, squeeze_blank_lines
 from testpool.tmux import TMUX_VARIABLES, SpawnSpec, TmuxServer, log_pipe_command
 
 if TYPE_CHECKING:
@@ -42,6 +46,9 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 2  # per worker; past that it is retired
 LOG_TAIL_LINES = 20
+EXIT_STATUS_WAIT = 1.0
+# What tmux writes into a pane whose command ended (remain-on-exit).
+_PANE_IS_DEAD = re.compile(r"^Pane is dead( \(.*\))?\s*$")
 
 
 class WorkerState:
@@ -275,19 +282,43 @@ class Pool:
                 wake=worker.log.activity,
             )
         except WorkerStartError as error:
+            tail = self.log_tail(worker)
+            reason = error.message
+            if isinstance(error, ServerExitedError):
+                how = await self._exit_status(worker)
+                ended = f"the server exited with {how}" if how else "the server exited"
+                reason = (
+                    f"{ended} without output" if not tail else f"{ended} before it became healthy"
+                )
             raise type(error)(
-                f"worker {worker.index} (port {worker.port}) failed to start: {error.message}; "
-                f"command: {self.config.server}",
-                detail=self.log_tail(worker),
+                f"worker {worker.index} (port {worker.port}) failed to start: {reason}; "
+                f"command: {self.config.expand(self.config.server)}",
+                detail=tail,
             ) from None
         self.set_state(worker, WorkerState.IDLE)
 
+    async def _exit_status(self, worker: Worker) -> str | None:
+        """How the worker's server ended, as tmux saw it (tmux may take a moment to notice)."""
+        if self._tmux is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + EXIT_STATUS_WAIT
+        while (how := self._tmux.exit_status(worker.session)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+        return how
+
     def log_tail(self, worker: Worker, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines the server printed (from the pane itself if the log has nothing)."""
-        text = worker.log.tail(lines)
+        """The last lines the server printed, for an error message: from the log, or from the
+        pane itself if the log has nothing; without escape sequences, blank runs or the line
+        tmux adds to a dead pane. Empty if the server printed nothing."""
+        # Read well past ``lines``: blank runs are squeezed out before the tail is taken.
+        text = worker.log.tail(LOG_TAIL_LINES * 10)
         if not text.strip() and self._tmux is not None:
-            text = self.settings.redact(self._tmux.capture(worker.session, lines))
-        return text
+            pane = self._tmux.capture(worker.session, LOG_TAIL_LINES * 10)
+            kept = [line for line in pane.splitlines() if not _PANE_IS_DEAD.match(line)]
+            text = self.settings.redact("\n".join(kept))
+        return tail(squeeze_blank_lines(block(text)), lines)
 
     # --- health during the run -------------------------------------------------------------
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from testpool.fsutil import atomic_write, atomic_write_json
 from testpool.results import RunSummary, Status, TestResult
+from testpool.sanitize import xml_safe as _clean
 
-# Characters XML 1.0 cannot carry (test output may contain any byte).
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 OUTPUT_IN_JUNIT = 64 * 1024
 
 
@@ -63,18 +62,16 @@ def junit_xml(summary: RunSummary) -> str:
     )
 
 
-def _clean(text: str) -> str:
-    return _XML_ILLEGAL.sub("?", text)
-
-
 def _testcase(result: TestResult) -> ET.Element:
+    # Ids, file names and messages can hold any character, like the output: none may make the
+    # document invalid (each is escaped, so two ids that differ stay different).
     classname, name = split_id(result.id)
     case = ET.Element(
         "testcase",
         {
-            "classname": classname,
-            "name": name,
-            "file": result.file,
+            "classname": _clean(classname),
+            "name": _clean(name),
+            "file": _clean(result.file),
             "time": f"{result.duration:.3f}",
         },
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import decode, run_process
+from testpool.execution import CannotStart, decode, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
@@ -182,9 +182,12 @@ class PytestProcess:
         result_file = self.context.scratch / f"result-{self.worker.index}-{uuid.uuid4().hex}.json"
         argv = [*self.runner.base_args(), "-q", case.id, *self.runner.config.pytest_args]
         env = {**self.worker.env, "TESTPOOL_RESULT_FILE": str(result_file)}
-        result = await run_process(
-            argv, cwd=self.runner.root, env=env, timeout=timeout, tracker=self.context.tracker
-        )
+        try:
+            result = await run_process(
+                argv, cwd=self.runner.root, env=env, timeout=timeout, tracker=self.context.tracker
+            )
+        except CannotStart as error:
+            return Outcome(Status.FAILED, 0.0, "", f"cannot run pytest: {error}")
         output = decode(result.output)
         try:
             verdict = json.loads(result_file.read_text())
