@@ -33,6 +33,12 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+# A verdict carries at most this many characters of the test's output: the tail, as testpool
+# keeps of a test run in its own process. JSON-escaped, even the worst case (12 bytes a
+# character) stays far below the size testpool accepts for one verdict line, so a test is
+# never failed for what it printed.
+OUTPUT_LIMIT = 4 * 1024 * 1024
+TRUNCATED_NOTE = "[testpool: earlier output truncated]\n"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -283,4 +289,5 @@ def _output(reports: list[pytest.TestReport]) -> str:
     for report in reports:
         if report.failed and report.longreprtext:
             parts.append(f"----- {report.when} failure -----\n{report.longreprtext.rstrip()}")
-    return "\n".join(parts) + ("\n" if parts else "")
+    text = "\n".join(parts) + ("\n" if parts else "")
+    return text if len(text) <= OUTPUT_LIMIT else TRUNCATED_NOTE + text[-OUTPUT_LIMIT:]
