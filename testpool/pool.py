@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 2  # per worker; past that it is retired
 LOG_TAIL_LINES = 20
+TAIL_LINE_LIMIT = 2000  # characters of one server line kept for error messages
 EXIT_STATUS_WAIT = 1.0
 # What tmux writes into a pane whose command ended (remain-on-exit).
 _PANE_IS_DEAD = re.compile(r"^Pane is dead( \(.*\))?\s*$")
@@ -98,7 +99,9 @@ class WorkerLog:
         self.fifo = fifo
         self._redact = redact
         self._lines: deque[str] = deque(maxlen=200)
-        self._partial = b""
+        # The line being received. A bytearray grows in place; only each new chunk is searched
+        # for a line break, so a line of any length costs time linear in its size.
+        self._partial = bytearray()
         self.activity = asyncio.Event()  # set whenever the server prints something
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(fifo, 0o600)
@@ -125,15 +128,29 @@ class WorkerLog:
             if not chunk:
                 break
             self.activity.set()
-            self._partial += chunk
-            *complete, self._partial = self._partial.split(b"\n")
+            first, newline, rest = chunk.partition(b"\n")
+            self._partial += first
+            if not newline:
+                continue
+            self._end_line()
+            *complete, last = rest.split(b"\n")
             for raw in complete:
                 self._write_line(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            self._partial += last
         self._out.flush()
+
+    def _end_line(self) -> None:
+        line, self._partial = self._partial, bytearray()
+        self._write_line(line.decode("utf-8", errors="replace").rstrip("\r"))
 
     def _write_line(self, line: str) -> None:
         clean = self._redact(line)
-        self._lines.append(clean)
+        # The tail ends up in error messages: a line there is cut short.
+        if len(clean) > TAIL_LINE_LIMIT:
+            clean_tail = clean[: TAIL_LINE_LIMIT - 40] + f"… [{len(clean)} characters]"
+        else:
+            clean_tail = clean
+        self._lines.append(clean_tail)
         self._out.write(clean + "\n")
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -145,8 +162,7 @@ class WorkerLog:
             return
         self.drain()
         if self._partial:
-            self._write_line(self._partial.decode("utf-8", errors="replace").rstrip("\r"))
-            self._partial = b""
+            self._end_line()
         self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = None
