@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from rich.text import Text
 from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
 from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
-from testpool.errors import ExitCode
+from testpool.errors import CacheError, ConfigError, ExitCode
 from testpool.fsutil import display_path
 from testpool.hashing import FileHasher
 from testpool.report.console import print_error, say
@@ -50,27 +51,62 @@ def prepare(config: Config, options: RunOptions, err: Console) -> Prepared:
     data, warning = store.load()
     if warning:
         say(err, f"testpool: warning: {warning}")
+    warned = False
+
+    def cache_warning(error: CacheError) -> None:
+        nonlocal warned
+        if not warned:  # one warning per run is enough
+            say(err, f"testpool: warning: {error.message}")
+        warned = True
+
+    if config.secrets and not data.salt_from_file:
+        # Settled in the file before the secrets digest is made with it (see settle_salt).
+        try:
+            data.salt = store.settle_salt(data.salt)
+        except CacheError as error:
+            cache_warning(error)
     hasher = FileHasher(config.root)
     cases, discovery_update = discover(runner, config, hasher, data)
     selected = select(cases, options.pattern)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:
-        store.record({}, discovery_update, salt=data.salt)
+        try:
+            store.record({}, discovery_update, salt=data.salt)
+        except CacheError as error:
+            cache_warning(error)
     return Prepared(runner, store, data, items)
 
 
 def sweep(err: Console) -> None:
     from testpool.state import sweep_dead_runs
 
-    for report in sweep_dead_runs():
+    damaged: list[str] = []
+    reports = sweep_dead_runs(damaged)
+    for warning in damaged:
+        say(err, f"testpool: warning: {warning}")
+    for report in reports:
         if report.anything:
             say(err, f"testpool: cleaned up after a dead run: {report.describe()}")
+
+
+def check_results_dir(config: Config) -> None:
+    """Refuse to start a run whose reports could not be written (a read-only project)."""
+    try:
+        config.results_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=config.results_path):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to results_dir {config.results_dir} ({error.strerror}): "
+            "point results_dir at a writable folder"
+        ) from None
 
 
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
     sweep(err)
+    check_results_dir(config)
     prepared = prepare(config, options, err)
     to_run = [item for item in prepared.items if item.run]
     cached = [item for item in prepared.items if not item.run]
@@ -133,14 +169,17 @@ def list_tests(config: Config, options: RunOptions, out: Console, err: Console) 
     return ExitCode.OK
 
 
-def clean(config: Config | None, out: Console) -> int:
+def clean(config: Config | None, out: Console, err: Console) -> int:
     from testpool import procs
     from testpool.state import is_live, load_records, sweep_dead_runs
 
-    reports = sweep_dead_runs()
+    damaged: list[str] = []
+    reports = sweep_dead_runs(damaged)
     for report in reports:
         say(out, report.describe())
-    live = [record for _, record in load_records() if record is not None and is_live(record)]
+    for warning in damaged:
+        say(err, f"testpool: warning: {warning}")
+    live = [record for _, record in load_records() if is_live(record)]
     for record in live:
         say(
             out,

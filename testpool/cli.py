@@ -5,6 +5,7 @@ Errors are turned into a one-line message and an exit code here and nowhere else
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -47,6 +48,19 @@ class _Group(click.Group):
             click.echo(f"testpool: error: {error.format_message()}", err=True)
             sys.exit(error.exit_code)
         sys.exit(code or 0)
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A positive, finite number of seconds (``nan`` and ``inf`` are floats, not durations)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise click.BadParameter(f"{value!r} is not a positive, finite number of seconds.")
+    return seconds
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -118,14 +132,14 @@ _full_option = click.option(
 @_full_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    callback=_seconds,
     envvar="TESTPOOL_TIMEOUT",
     metavar="SECONDS",
     help="Seconds a worker may take to become healthy [env: TESTPOOL_TIMEOUT; config: startup_timeout; default: 60].",
 )
 @click.option(
     "--test-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    callback=_seconds,
     envvar="TESTPOOL_TEST_TIMEOUT",
     metavar="SECONDS",
     help="Seconds one test may run [env: TESTPOOL_TEST_TIMEOUT; config: test_timeout; default: 300].",
@@ -253,8 +267,8 @@ def clean_command(ctx: click.Context, config_path: Path | None) -> int:
             if path is not None:
                 raise
             config = None  # clean works outside a project too
-        out, _ = make_consoles()
-        return clean(config, out)
+        out, err = make_consoles()
+        return clean(config, out, err)
 
     return _guard(action)
 

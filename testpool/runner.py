@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from testpool import procs, reaper
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
-from testpool.errors import InfrastructureError, TestpoolError
+from testpool.errors import CacheError, InfrastructureError, TestpoolError
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
 from testpool.isolation import make_private_dir, remove_dir, reseed_data_dir
@@ -86,10 +86,10 @@ class CacheRecorder:
     def _write(self, batch: dict[str, CacheEntry]) -> bool:
         try:
             self.store.record(batch, salt=self.salt)
-        except OSError as error:
+        except CacheError as error:
             if not self._warned:
                 self._warned = True
-                self.warn(f"cannot write the cache file {self.store.path}: {error.strerror}")
+                self.warn(error.message)
             return False
         return True
 

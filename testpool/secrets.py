@@ -73,11 +73,14 @@ def load_secrets(paths: Iterable[Path]) -> dict[str, str]:
 
 def load_secrets_file(path: Path) -> dict[str, str]:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SecretsError(f"secrets file not found: {path}") from None
     except OSError as error:
         raise SecretsError(f"cannot read secrets file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise SecretsError(f"secrets file {path} is not UTF-8 text (line {line})") from None
     fmt, is_sops = detect_format(path, text)
     if is_sops:
         return flatten(_sops_decrypt(path, fmt), keep_case=fmt == "dotenv")
