@@ -22,7 +22,7 @@ from testpool.errors import CacheError, ConfigError, ExitCode
 from testpool.fsutil import display_path
 from testpool.hashing import FileHasher
 from testpool.report.console import print_error, say
-from testpool.report.files import write_reports
+from testpool.report.files import JUNIT, REPORT, write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
@@ -141,8 +141,11 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
             reporter=reporter,
         )
         summary = asyncio.run(run.execute())
-    junit, report = write_reports(summary, config.results_path)
-    shown = [display_path(junit, config.root), display_path(report, config.root)]
+    shown = [
+        display_path(path, config.root) for path in write_reports(summary, config.results_path)
+    ]
+    if summary.ran_nothing and (config.results_path / JUNIT).exists():
+        shown[-1] += f" (no test started: {JUNIT} and {REPORT} are those of an earlier run)"
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:

@@ -216,11 +216,14 @@ class Project:
         return Result(returncode, received.decode("utf-8", "replace"), "", self.report())
 
     def report(self) -> dict[str, Any] | None:
-        path = self.root / "test-results" / "report.json"
-        try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        """The last run's report: ``aborted-run.json`` if the last run started no test (every
+        run that does removes it), else ``report.json``."""
+        for name in ("aborted-run.json", "report.json"):
+            try:
+                return dict(json.loads((self.root / "test-results" / name).read_text()))
+            except FileNotFoundError:
+                continue
+        return None
 
     def cache(self) -> dict[str, Any]:
         return dict(json.loads((self.root / ".test-cache.json").read_text()))

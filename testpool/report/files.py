@@ -17,12 +17,30 @@ from testpool.sanitize import xml_safe as _clean
 OUTPUT_IN_JUNIT = 64 * 1024
 
 
-def write_reports(summary: RunSummary, results_dir: Path) -> tuple[Path, Path]:
-    junit = results_dir / "junit.xml"
-    report = results_dir / "report.json"
+JUNIT = "junit.xml"
+REPORT = "report.json"
+# Where a run that stopped before any test started puts its report (report.json's format).
+ABORTED = "aborted-run.json"
+
+
+def write_reports(summary: RunSummary, results_dir: Path) -> list[Path]:
+    """Write the run's reports; returns their paths.
+
+    A run that stopped before any test started has no test result to report: it writes
+    ``aborted-run.json`` and leaves ``junit.xml`` and ``report.json`` of the last run that ran
+    tests as they are, rather than replace them with "N not run" that a CI could take for the
+    suite's result. Any other run writes both and removes an earlier ``aborted-run.json``.
+    """
+    aborted = results_dir / ABORTED
+    if summary.ran_nothing:
+        atomic_write_json(aborted, summary.to_dict())
+        return [aborted]
+    junit = results_dir / JUNIT
+    report = results_dir / REPORT
     atomic_write(junit, junit_xml(summary))
     atomic_write_json(report, summary.to_dict())
-    return junit, report
+    aborted.unlink(missing_ok=True)
+    return [junit, report]
 
 
 def split_id(test_id: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -208,3 +209,24 @@ def test_junit_attributes_are_valid_xml_for_any_id() -> None:
     assert names == ["test_c[\\x01\\x1b[31m\\x00\\x0c]", "test_c[\\x02]", "test_s[\\ud800]"]
     failure = next(document.iter("failure"))
     assert failure.get("message") == "bad \\x1b msg"
+
+
+def test_a_run_that_started_no_test_keeps_the_reports_it_would_replace(tmp_path: Path) -> None:
+    from testpool.report.files import write_reports
+
+    done = summary()
+    assert not done.ran_nothing
+    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    before = (tmp_path / "junit.xml").read_text()
+
+    stopped = RunSummary("r2", [TestResult("a::t", "a", Status.NOT_RUN), TestResult("a::c", "a", Status.CACHED)], 0.1, 1, "", error="port taken", error_exit=3)  # fmt: skip
+    assert stopped.ran_nothing
+    assert [p.name for p in write_reports(stopped, tmp_path)] == ["aborted-run.json"]
+    assert (tmp_path / "junit.xml").read_text() == before
+    assert "port taken" in (tmp_path / "aborted-run.json").read_text()
+
+    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    assert not (tmp_path / "aborted-run.json").exists()
+
+    everything_cached = RunSummary("r3", [TestResult("a::c", "a", Status.CACHED)], 0.1, 0, "")
+    assert not everything_cached.ran_nothing
