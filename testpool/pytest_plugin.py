@@ -223,7 +223,7 @@ def _serve(
     keep = _KeepSession(session)
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
-        nodeid = line.rstrip("\n")
+        nodeid = json.loads(line)  # JSON: a node id may hold a line break
         item = items.get(nodeid)
         if item is None:
             message = {"id": nodeid, "outcome": "missing", "duration": 0.0}

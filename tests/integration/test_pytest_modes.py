@@ -253,3 +253,31 @@ def test_a_failing_test_with_huge_output_keeps_its_tail(project: Project) -> Non
     assert "[testpool: earlier output truncated]" in log
     assert len(log) < 8 * 1024 * 1024
     project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", ["session", "process"])
+def test_ids_with_line_breaks_get_their_own_verdicts(project: Project, mode: str) -> None:
+    project.write(
+        "pytest.ini",
+        "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n",
+    )
+    project.write(
+        "tests/test_nl.py",
+        """
+        import pytest
+
+        @pytest.mark.parametrize("value", ["a\\nb", "c\\r\\nd", "e"], ids=lambda v: v)
+        def test_p(value):
+            assert value != "e"
+        """,
+    )
+    project.config(pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.statuses == {
+        "tests/test_nl.py::test_p[a\nb]": "passed",
+        "tests/test_nl.py::test_p[c\r\nd]": "passed",
+        "tests/test_nl.py::test_p[e]": "failed",
+    }, result.stdout
+    project.assert_clean(result.run_id)
