@@ -102,7 +102,12 @@ def _sops_decrypt(path: Path, fmt: str) -> Any:
     command = [sops, "decrypt", "--input-type", fmt, "--output-type", "json", str(path)]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SOPS_TIMEOUT, stdin=subprocess.DEVNULL
+            command,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=SOPS_TIMEOUT,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         raise SecretsError(f"sops took longer than {SOPS_TIMEOUT:g} s to decrypt {path}") from None

@@ -71,7 +71,7 @@ class PytestRunner:
             env = {**os.environ, **self.config.env, "TESTPOOL_COLLECT_FILE": collect_file}
             try:
                 done = subprocess.run(
-                    argv, cwd=self.root, env=env, capture_output=True, text=True,
+                    argv, cwd=self.root, env=env, capture_output=True, text=True, errors="replace",
                     timeout=DISCOVERY_TIMEOUT, stdin=subprocess.DEVNULL,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
@@ -129,7 +129,7 @@ class PytestRunner:
         pyproject = self.root / "pyproject.toml"
         try:
             document = tomllib.loads(pyproject.read_text())
-        except (OSError, tomllib.TOMLDecodeError):
+        except (OSError, ValueError):  # unreadable, not UTF-8, not TOML
             return {}
         return {"pytest_ini_options": document.get("tool", {}).get("pytest", {})}
 

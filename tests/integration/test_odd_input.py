@@ -209,3 +209,20 @@ def test_a_damaged_run_record_is_skipped_with_a_warning(
     assert path.exists(), "left for the user to look at"
     path.unlink()
     project.assert_clean(result.run_id)
+
+
+def test_pytest_collection_printing_non_utf8_is_fine(project: Project) -> None:
+    # A plugin that prints Latin-1 once pytest's capture has ended.
+    project.write(
+        "tests/conftest.py",
+        "import os\n\ndef pytest_unconfigure(config):\n    os.write(1, b'caf\\xe9 says bye\\n')\n",
+    )
+    project.write("tests/test_a.py", PASSING)
+    project.config()
+
+    listed = project.run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.listing) == 2
+    result = project.run()
+    assert result.returncode == 0, result.stderr
+    project.assert_clean(result.run_id)
