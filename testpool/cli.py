@@ -23,7 +23,8 @@ EXIT_CODES = """\b
 Exit codes:
   0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
-  2    usage or configuration error (including secrets)
+  2    usage or configuration error (including secrets, and a results_dir
+       that cannot be written)
   3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
        a worker that did not start, every worker retired
   5    no tests found, or none matched --file
