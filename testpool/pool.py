@@ -298,18 +298,18 @@ class Pool:
                 wake=worker.log.activity,
             )
         except WorkerStartError as error:
-            tail = self.log_tail(worker)
+            printed = self.log_tail(worker)
             reason = error.message
             if isinstance(error, ServerExitedError):
                 how = await self._exit_status(worker)
                 ended = f"the server exited with {how}" if how else "the server exited"
                 reason = (
-                    f"{ended} without output" if not tail else f"{ended} before it became healthy"
+                    f"{ended} before it became healthy" if printed else f"{ended} without output"
                 )
             raise type(error)(
                 f"worker {worker.index} (port {worker.port}) failed to start: {reason}; "
                 f"command: {self.config.expand(self.config.server)}",
-                detail=tail,
+                detail=printed,
             ) from None
         self.set_state(worker, WorkerState.IDLE)
 
