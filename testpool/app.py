@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,13 +18,15 @@ from rich.text import Text
 from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
 from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
-from testpool.errors import ExitCode
-from testpool.fsutil import display_path, indent
+from testpool.errors import CacheError, ConfigError, ExitCode
+from testpool.fsutil import display_path
 from testpool.hashing import FileHasher
-from testpool.report.files import RunLogs, write_reports
+from testpool.report.console import print_error, say
+from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
+from testpool.sanitize import inline
 from testpool.state import RunScope
 
 if TYPE_CHECKING:
@@ -49,38 +52,74 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
     store = CacheStore(config.cache_path)
     data, warning = store.load()
     if warning:
-        err.print(f"testpool: warning: {warning}", markup=False)
+        say(err, f"testpool: warning: {warning}")
+    warned = False
+
+    def cache_warning(error: CacheError) -> None:
+        nonlocal warned
+        if not warned:  # one warning per run is enough
+            say(err, f"testpool: warning: {error.message}")
+        warned = True
+
+    if config.secrets and not data.salt_from_file:
+        # Settled in the file before the secrets digest is made with it (see settle_salt).
+        try:
+            data.salt = store.settle_salt(data.salt)
+        except CacheError as error:
+            cache_warning(error)
     hasher = FileHasher(config.root)
     cases, discovery_update = discover(runner, config, hasher, data, scope)
     selected = select(cases, options.pattern)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:
-        store.record({}, discovery_update, salt=data.salt)
+        try:
+            store.record({}, discovery_update, salt=data.salt)
+        except CacheError as error:
+            cache_warning(error)
     return Prepared(runner, store, data, items)
 
 
 def sweep(err: Console) -> None:
     from testpool.state import sweep_dead_runs
 
-    for report in sweep_dead_runs():
+    damaged: list[str] = []
+    reports = sweep_dead_runs(damaged)
+    for warning in damaged:
+        say(err, f"testpool: warning: {warning}")
+    for report in reports:
         if report.anything:
-            err.print(f"testpool: cleaned up after a dead run: {report.describe()}", markup=False)
+            say(err, f"testpool: cleaned up after a dead run: {report.describe()}")
+
+
+def check_results_dir(config: Config) -> None:
+    """Refuse to start a run whose reports could not be written (a read-only project)."""
+    try:
+        config.results_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=config.results_path):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to results_dir {config.results_dir} ({error.strerror}): "
+            "point results_dir at a writable folder"
+        ) from None
 
 
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
     sweep(err)
+    check_results_dir(config)
     with RunScope(config.root) as scope:
         summary = _run_in(scope, config, options, out, err, started)
-    junit, report = write_reports(summary, config.results_path)
-    shown = [display_path(junit, config.root), display_path(report, config.root)]
+    shown = [
+        display_path(path, config.root) for path in write_reports(summary, config.results_path)
+    ]
+    if summary.ran_nothing and (config.results_path / JUNIT).exists():
+        shown[-1] += f" (no test started: {JUNIT} and {REPORT} are those of an earlier run)"
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:
-        err.print(f"testpool: error: {summary.error}", markup=False)
-        if summary.error_detail:
-            err.print(indent(summary.error_detail), markup=False, highlight=False)
+        print_error(err, summary.error, summary.error_detail)
     return summary.exit_code()
 
 
@@ -133,11 +172,11 @@ def _run_in(
 def list_tests(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     with RunScope(config.root) as scope:
         prepared = prepare(config, options, err, scope)
-    width = max((len(item.case.id) for item in prepared.items), default=0)
+    width = max((len(inline(item.case.id)) for item in prepared.items), default=0)
     for item in prepared.items:
         line = Text()
         line.append("run    " if item.run else "cached ", style="bold" if item.run else "green")
-        line.append(item.case.id.ljust(width))
+        line.append(inline(item.case.id).ljust(width))
         line.append(f"  {item.reason}", style="dim")
         out.print(line)
     would_run = sum(item.run for item in prepared.items)
@@ -150,23 +189,27 @@ def list_tests(config: Config, options: RunOptions, out: Console, err: Console) 
     return ExitCode.OK
 
 
-def clean(config: Config | None, out: Console) -> int:
+def clean(config: Config | None, out: Console, err: Console) -> int:
     from testpool import procs
     from testpool.state import is_live, load_records, sweep_dead_runs
 
-    reports = sweep_dead_runs()
+    damaged: list[str] = []
+    reports = sweep_dead_runs(damaged)
     for report in reports:
-        out.print(report.describe(), markup=False)
-    live = [record for _, record in load_records() if record is not None and is_live(record)]
+        say(out, report.describe())
+    for warning in damaged:
+        say(err, f"testpool: warning: {warning}")
+    live = [record for _, record in load_records() if is_live(record)]
     for record in live:
-        out.print(
-            f"run {record.run_id} is still running (pid {record.pid}, {record.root}): left alone"
+        say(
+            out,
+            f"run {record.run_id} is still running (pid {record.pid}, {record.root}): left alone",
         )
     base = config.port_base if config else 9000
     ours = {port for record in live for port in record.ports}
     for port, holder in sorted(procs.listeners(range(base, base + MAX_WORKERS)).items()):
         if port not in ours:
-            out.print(f"port {port} is held by {holder}, not by testpool: left alone", markup=False)
+            say(out, f"port {port} is held by {holder}, not by testpool: left alone")
     if not reports:
         out.print("nothing to clean")
     return ExitCode.OK

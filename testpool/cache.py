@@ -6,9 +6,10 @@ the secrets files. A run of a subset never makes other tests look current, becau
 entries keep their own digests.
 
 The file (``cache_file``, format documented by ``.test-cache.json.example``) is only ever
-replaced atomically, and the read-merge-write happens under ``flock`` on a separate lock file,
-so concurrent runs keep each other's results. A corrupt file, or one of another format version,
-is a one-line warning and an empty cache — never a crash.
+replaced atomically, and the read-merge-write happens under ``flock`` on the file's folder, so
+concurrent runs keep each other's results. A corrupt file, or one of another format version,
+is a one-line warning and an empty cache — never a crash; a file that is not a testpool cache
+at all is also never overwritten. A cache that cannot be written is a warning too.
 
 Called by the CLI pipeline: :func:`plan` before a run (and for ``testpool list``),
 :class:`CacheStore` to load and to record results as tests finish.
@@ -18,13 +19,17 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
+import os
 import secrets as random_source
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testpool.errors import CacheError
 from testpool.fsutil import atomic_write
 from testpool.hashing import FileHasher, combine, expand_globs, walk_files
 from testpool.results import Status
@@ -84,9 +89,12 @@ class CacheEntry:
         inputs = data["inputs"]
         if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
             raise ValueError("bad inputs")
+        duration = float(data["duration"])
+        if not (math.isfinite(duration) and duration >= 0):
+            raise ValueError("bad duration")  # NaN would order the queue and reports wrongly
         return cls(
             status=Status(data["status"]),
-            duration=float(data["duration"]),
+            duration=duration,
             ran_at=str(data["ran_at"]),
             inputs=dict(inputs),
             secret_names=tuple(str(n) for n in data.get("secret_names", [])),
@@ -98,11 +106,12 @@ class CacheData:
     salt: str
     tests: dict[str, CacheEntry] = field(default_factory=dict)
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fresh: bool = False  # not read from a usable file
+    salt_from_file: bool = False  # False: ``salt`` was made up by this process
+    foreign: bool = False  # the file is not a testpool cache: never overwrite it
 
     @classmethod
-    def empty(cls) -> CacheData:
-        return cls(salt=random_source.token_hex(16), fresh=True)
+    def empty(cls, *, foreign: bool = False) -> CacheData:
+        return cls(salt=random_source.token_hex(16), foreign=foreign)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,16 +126,16 @@ class CacheData:
 
 
 class CacheStore:
-    """The cache file and its lock file."""
+    """The cache file. Every read-merge-write happens under ``flock`` on the file's folder,
+    so no lock file is left in the project."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
 
     def load(self) -> tuple[CacheData, str | None]:
         """The cache, and a warning line if the file had to be ignored."""
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return CacheData.empty(), None
         except OSError as error:
@@ -134,7 +143,43 @@ class CacheStore:
                 CacheData.empty(),
                 f"cannot read cache file {self.path.name} ({error.strerror}); running without it",
             )
-        return parse(text, self.path.name)
+        return parse(raw, self.path.name)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock. On the folder rather than on a lock file: nothing to leave behind,
+        and the cache file itself is replaced (a new inode) on every write."""
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def settle_salt(self, proposed: str) -> str:
+        """The salt every run of this cache uses: the file's, or ``proposed`` written to the
+        file now, before any digest is made with it.
+
+        Called before the secrets digest is computed when the file has no salt yet: two first
+        runs at once must not pick two salts, or each would take the other's results for
+        "secrets changed". Raises :class:`CacheError` if the file cannot be written.
+        """
+        try:
+            with self._locked():
+                current, _ = self.load()
+                if current.foreign:
+                    return proposed  # nothing will be recorded: any salt will do
+                if current.salt_from_file:
+                    return current.salt
+                current.salt = proposed
+                self._write(current)
+                return proposed
+        except OSError as error:
+            raise CacheError(
+                f"cannot write the cache file {self.path.name}: {error.strerror}"
+            ) from None
 
     def record(
         self,
@@ -147,15 +192,17 @@ class CacheStore:
 
         For a test both runs recorded, the later result wins. ``salt`` is the one the updates'
         secrets digests were made with; it becomes the file's salt if the file has none yet.
+        A file that is not a testpool cache is left alone (its load warned about it). Raises
+        :class:`CacheError` if the file cannot be written.
         """
         if not updates and not discovery:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
+        try:
+            with self._locked():
                 current, _ = self.load()
-                if current.fresh:
+                if current.foreign:
+                    return
+                if not current.salt_from_file:
                     current.salt = salt
                 for test_id, entry in updates.items():
                     existing = current.tests.get(test_id)
@@ -163,40 +210,70 @@ class CacheStore:
                         current.tests[test_id] = entry
                 if discovery:
                     current.discovery.update(discovery)
-                atomic_write(self.path, json.dumps(current.to_dict(), indent=1) + "\n")
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                self._write(current)
+        except OSError as error:
+            raise CacheError(
+                f"cannot write the cache file {self.path.name}: {error.strerror}"
+            ) from None
+
+    def _write(self, data: CacheData) -> None:
+        atomic_write(self.path, json.dumps(data.to_dict(), indent=1) + "\n")
 
 
-def parse(text: str, name: str = "cache") -> tuple[CacheData, str | None]:
-    """Parse a cache document; anything unusable gives an empty cache and a warning."""
+def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]:
+    """Parse a cache document; anything unusable gives an empty cache and a warning.
+
+    A file that is damaged, or of another testpool format version, is rewritten by the run.
+    One that is valid JSON but not a testpool cache (another tool's file of the same name) is
+    never overwritten.
+    """
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         document = json.loads(text)
+    except UnicodeDecodeError:
+        return CacheData.empty(), f"cache file {name} is corrupt (not UTF-8 text); ignoring it"
     except json.JSONDecodeError as error:
         return CacheData.empty(), f"cache file {name} is corrupt ({error.msg}); ignoring it"
-    if not isinstance(document, dict):
-        return CacheData.empty(), f"cache file {name} is corrupt (not an object); ignoring it"
-    if document.get("version") != VERSION:
+    what = _not_ours(document)
+    if what:
+        return (
+            CacheData.empty(foreign=True),
+            f"cache file {name} is not a testpool cache ({what}); ignoring it and leaving it "
+            "as it is: set cache_file to another file to cache results",
+        )
+    if document["version"] != VERSION:
         return (
             CacheData.empty(),
-            f"cache file {name} has format version {document.get('version')!r} "
-            f"(this testpool writes {VERSION}); ignoring it",
+            f"cache file {name} was written by another version of testpool (format "
+            f"{document['version']}; this one writes {VERSION}); ignoring it",
         )
     salt = document.get("salt")
-    data = CacheData(
-        salt=salt if isinstance(salt, str) and _is_hex(salt) else random_source.token_hex(16)
-    )
+    data = CacheData(salt=random_source.token_hex(16))
+    if isinstance(salt, str) and _is_hex(salt):
+        data.salt, data.salt_from_file = salt, True
     tests = document.get("tests")
     if isinstance(tests, dict):
-        for test_id, raw in tests.items():
+        for test_id, raw_entry in tests.items():
             try:
-                data.tests[str(test_id)] = CacheEntry.from_dict(raw)
+                data.tests[str(test_id)] = CacheEntry.from_dict(raw_entry)
             except (KeyError, ValueError, TypeError):
                 continue  # one bad entry means "run that test again"
     discovery = document.get("discovery")
     if isinstance(discovery, dict):
         data.discovery = {k: v for k, v in discovery.items() if isinstance(v, dict)}
     return data, None
+
+
+def _not_ours(document: Any) -> str:
+    """Why a JSON document is not a testpool cache of any version ("" if it is one)."""
+    kinds = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean", type(None): "null"}
+    if not isinstance(document, dict):
+        return kinds.get(type(document), "a JSON number")
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        keys = ", ".join(sorted(map(str, document))[:5]) or "no keys"
+        return f"a JSON object without testpool's format version; its keys: {keys}"
+    return ""
 
 
 def _is_hex(value: object) -> bool:

@@ -5,6 +5,7 @@ Errors are turned into a one-line message and an exit code here and nowhere else
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -16,14 +17,14 @@ import click
 from testpool import __version__
 from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
 from testpool.errors import ExitCode, TestpoolError
-from testpool.fsutil import indent
-from testpool.report.console import make_consoles
+from testpool.report.console import make_consoles, print_error
 
 EXIT_CODES = """\b
 Exit codes:
   0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
-  2    usage or configuration error (including secrets)
+  2    usage or configuration error (including secrets, and a results_dir
+       that cannot be written)
   3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
        a worker that did not start, every worker retired
   5    no tests found, or none matched --file
@@ -50,6 +51,19 @@ class _Group(click.Group):
         sys.exit(code or 0)
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A positive, finite number of seconds (``nan`` and ``inf`` are floats, not durations)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise click.BadParameter(f"{value!r} is not a positive, finite number of seconds.")
+    return seconds
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM and SIGHUP stop testpool the way Ctrl-C does
 
@@ -63,9 +77,7 @@ def _guard(action: Callable[[], int]) -> int:
             signal.signal(sig, _interrupt)
         return action()
     except TestpoolError as error:
-        err.print(f"testpool: error: {error.message}", markup=False, highlight=False)
-        if error.detail:
-            err.print(indent(error.detail), markup=False, highlight=False)
+        print_error(err, error.message, error.detail)
         return error.exit_code
     except KeyboardInterrupt:
         err.print("testpool: interrupted")
@@ -121,14 +133,14 @@ _full_option = click.option(
 @_full_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    callback=_seconds,
     envvar="TESTPOOL_TIMEOUT",
     metavar="SECONDS",
     help="Seconds a worker may take to become healthy [env: TESTPOOL_TIMEOUT; config: startup_timeout; default: 60].",
 )
 @click.option(
     "--test-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    callback=_seconds,
     envvar="TESTPOOL_TEST_TIMEOUT",
     metavar="SECONDS",
     help="Seconds one test may run [env: TESTPOOL_TEST_TIMEOUT; config: test_timeout; default: 300].",
@@ -256,8 +268,8 @@ def clean_command(ctx: click.Context, config_path: Path | None) -> int:
             if path is not None:
                 raise
             config = None  # clean works outside a project too
-        out, _ = make_consoles()
-        return clean(config, out)
+        out, err = make_consoles()
+        return clean(config, out, err)
 
     return _guard(action)
 

@@ -9,6 +9,7 @@ and then only ever passes the value around.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import sys
 import tomllib
@@ -147,7 +148,7 @@ def find_config_file(start: Path) -> tuple[Path, bool]:
         if candidate.is_file():
             return candidate, False
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "testpool" in _read_toml(pyproject).get("tool", {}):
+        if pyproject.is_file() and "testpool" in _tool_table(_read_toml(pyproject), pyproject):
             return pyproject, True
     raise ConfigError(
         "no testpool configuration found: add [tool.testpool] to pyproject.toml or create "
@@ -169,7 +170,7 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
         is_pyproject = source.name == "pyproject.toml"
     document = _read_toml(source)
     if is_pyproject:
-        table = document.get("tool", {}).get("testpool")
+        table = _tool_table(document, source).get("testpool")
         if table is None:
             raise ConfigError(f"{source}: no [tool.testpool] table")
         where = f"{source.name} [tool.testpool]"
@@ -233,7 +234,8 @@ def validate(config: Config, where: str = "config") -> None:
     if not config.health_path.startswith("/"):
         raise ConfigError(f"{where}: 'health_path' must start with '/'")
     for key in ("health_interval", "startup_timeout", "test_timeout"):
-        if getattr(config, key) <= 0:
+        # TOML has nan and inf; neither is a duration.
+        if not (math.isfinite(getattr(config, key)) and getattr(config, key) > 0):
             raise ConfigError(f"{where}: '{key}' must be a positive number of seconds")
     for key, allowed in (
         ("isolation", ISOLATIONS),
@@ -261,6 +263,10 @@ def validate(config: Config, where: str = "config") -> None:
             raise ConfigError(f"{where}: 'data_seed' cannot be copied: {problem}")
     if not config.tests_path.exists():
         raise ConfigError(f"{where}: 'tests' path not found: {config.tests}")
+    if config.cache_path.is_dir():
+        raise ConfigError(f"{where}: 'cache_file' is a folder, not a file: {config.cache_file}")
+    if config.results_path.exists() and not config.results_path.is_dir():
+        raise ConfigError(f"{where}: 'results_dir' is not a folder: {config.results_dir}")
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:
@@ -279,8 +285,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text (line {line})") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _tool_table(document: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
+    """``[tool]`` of a pyproject.toml; anything but a table there is an error naming the file."""
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(
+            f"{path}: 'tool' must be a table (as in [tool.testpool]), got "
+            f"{type(tool).__name__} {tool!r}"
+        )
+    return tool
 
 
 def state_home() -> Path:

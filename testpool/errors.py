@@ -5,6 +5,7 @@
     TestpoolError                 exit 1 unless a subclass says otherwise
     ├── ConfigError               exit 2  bad config file, key, type or value
     │   └── SecretsError          exit 2  missing secrets file, no sops, decryption failed
+    ├── CacheError                exit 1  the cache file cannot be written (callers warn)
     ├── DiscoveryError            exit 1  the runner could not list the tests
     ├── NoTestsError              exit 5  nothing discovered, or nothing matched --file
     └── InfrastructureError       exit 3  tmux missing, a port taken, a worker that won't start
@@ -55,6 +56,10 @@ class ConfigError(TestpoolError):
 
 class SecretsError(ConfigError):
     """A secrets file is missing or cannot be decrypted, or sops is not installed."""
+
+
+class CacheError(TestpoolError):
+    """The cache file cannot be written. Never ends a run: the callers turn it into a warning."""
 
 
 class DiscoveryError(TestpoolError):

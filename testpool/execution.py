@@ -96,12 +96,18 @@ async def spawn(
             pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
-        raise ExecutableNotFound(argv[0]) from None
+        raise ExecutableNotFound(f"command not found: {argv[0]}") from None
+    except ValueError:  # a NUL character, which no command line can carry
+        raise CannotStart("the command line would contain a NUL character") from None
     tracker.add(process.pid)
     return process
 
 
-class ExecutableNotFound(Exception):
+class CannotStart(Exception):
+    """The process cannot be started; ``str()`` says why, in one line."""
+
+
+class ExecutableNotFound(CannotStart):
     """The command to run does not exist."""
 
 
@@ -163,7 +169,9 @@ def _popen(
             pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
-        raise ExecutableNotFound(argv[0]) from None
+        raise ExecutableNotFound(f"command not found: {argv[0]}") from None
+    except ValueError:  # a NUL character, which no command line can carry
+        raise CannotStart("the command line would contain a NUL character") from None
 
 
 class _Output:
@@ -241,13 +249,13 @@ def run_collector(
     env: Mapping[str, str],
     timeout: float,
     scope: RunScope,
-) -> tuple[int, str, str]:
+) -> tuple[int, bytes, bytes]:
     """Run a discovery command (a collecting pytest, a ``discover`` command) to completion.
 
     Synchronous (discovery happens before the event loop). The process leads its own process
     group, carries the run's id and is recorded in the run's journal, so a SIGKILL of testpool
     leaves it to the reaper; a timeout, Ctrl-C or SIGTERM stops its whole group here. Returns
-    the exit status, stdout and stderr, decoded leniently.
+    the exit status, stdout and stderr (bytes: what they are is the caller's to judge).
     Raises :class:`subprocess.TimeoutExpired` past ``timeout``.
     """
     journal = scope.journal()
@@ -270,7 +278,7 @@ def run_collector(
     finally:
         procs.terminate_groups([process.pid])  # whatever it left running in its group
         journal.remove_process(process.pid)
-    return process.returncode, decode(stdout), decode(stderr)
+    return process.returncode, stdout, stderr
 
 
 def decode(output: bytes) -> str:

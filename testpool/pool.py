@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,11 +29,14 @@ from testpool import procs
 from testpool.errors import (
     InfrastructureError,
     PortInUseError,
+    ServerExitedError,
     WorkerStartError,
 )
+from testpool.fsutil import tail
 from testpool.health import probe, wait_healthy
 from testpool.isolation import make_data_dir, remove_dir
 from testpool.procs import RUN_ID_VARIABLE
+from testpool.sanitize import block, squeeze_blank_lines
 from testpool.tmux import TMUX_VARIABLES, SpawnSpec, TmuxServer, log_pipe_command
 
 if TYPE_CHECKING:
@@ -42,6 +46,10 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 2  # per worker; past that it is retired
 LOG_TAIL_LINES = 20
+TAIL_LINE_LIMIT = 2000  # characters of one server line kept for error messages
+EXIT_STATUS_WAIT = 1.0
+# What tmux writes into a pane whose command ended (remain-on-exit).
+_PANE_IS_DEAD = re.compile(r"^Pane is dead( \(.*\))?\s*$")
 
 
 class WorkerState:
@@ -91,7 +99,9 @@ class WorkerLog:
         self.fifo = fifo
         self._redact = redact
         self._lines: deque[str] = deque(maxlen=200)
-        self._partial = b""
+        # The line being received. A bytearray grows in place; only each new chunk is searched
+        # for a line break, so a line of any length costs time linear in its size.
+        self._partial = bytearray()
         self.activity = asyncio.Event()  # set whenever the server prints something
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(fifo, 0o600)
@@ -118,15 +128,29 @@ class WorkerLog:
             if not chunk:
                 break
             self.activity.set()
-            self._partial += chunk
-            *complete, self._partial = self._partial.split(b"\n")
+            first, newline, rest = chunk.partition(b"\n")
+            self._partial += first
+            if not newline:
+                continue
+            self._end_line()
+            *complete, last = rest.split(b"\n")
             for raw in complete:
                 self._write_line(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            self._partial += last
         self._out.flush()
+
+    def _end_line(self) -> None:
+        line, self._partial = self._partial, bytearray()
+        self._write_line(line.decode("utf-8", errors="replace").rstrip("\r"))
 
     def _write_line(self, line: str) -> None:
         clean = self._redact(line)
-        self._lines.append(clean)
+        # The tail ends up in error messages: a line there is cut short.
+        if len(clean) > TAIL_LINE_LIMIT:
+            clean_tail = clean[: TAIL_LINE_LIMIT - 40] + f"… [{len(clean)} characters]"
+        else:
+            clean_tail = clean
+        self._lines.append(clean_tail)
         self._out.write(clean + "\n")
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -138,8 +162,7 @@ class WorkerLog:
             return
         self.drain()
         if self._partial:
-            self._write_line(self._partial.decode("utf-8", errors="replace").rstrip("\r"))
-            self._partial = b""
+            self._end_line()
         self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = None
@@ -279,19 +302,43 @@ class Pool:
                 wake=worker.log.activity,
             )
         except WorkerStartError as error:
+            printed = self.log_tail(worker)
+            reason = error.message
+            if isinstance(error, ServerExitedError):
+                how = await self._exit_status(worker)
+                ended = f"the server exited with {how}" if how else "the server exited"
+                reason = (
+                    f"{ended} before it became healthy" if printed else f"{ended} without output"
+                )
             raise type(error)(
-                f"worker {worker.index} (port {worker.port}) failed to start: {error.message}; "
-                f"command: {self.config.server}",
-                detail=self.log_tail(worker),
+                f"worker {worker.index} (port {worker.port}) failed to start: {reason}; "
+                f"command: {self.config.expand(self.config.server)}",
+                detail=printed,
             ) from None
         self.set_state(worker, WorkerState.IDLE)
 
+    async def _exit_status(self, worker: Worker) -> str | None:
+        """How the worker's server ended, as tmux saw it (tmux may take a moment to notice)."""
+        if self._tmux is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + EXIT_STATUS_WAIT
+        while (how := self._tmux.exit_status(worker.session)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+        return how
+
     def log_tail(self, worker: Worker, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines the server printed (from the pane itself if the log has nothing)."""
-        text = worker.log.tail(lines)
+        """The last lines the server printed, for an error message: from the log, or from the
+        pane itself if the log has nothing; without escape sequences, blank runs or the line
+        tmux adds to a dead pane. Empty if the server printed nothing."""
+        # Read well past ``lines``: blank runs are squeezed out before the tail is taken.
+        text = worker.log.tail(LOG_TAIL_LINES * 10)
         if not text.strip() and self._tmux is not None:
-            text = self.settings.redact(self._tmux.capture(worker.session, lines))
-        return text
+            pane = self._tmux.capture(worker.session, LOG_TAIL_LINES * 10)
+            kept = [line for line in pane.splitlines() if not _PANE_IS_DEAD.match(line)]
+            text = self.settings.redact("\n".join(kept))
+        return tail(squeeze_blank_lines(block(text)), lines)
 
     # --- health during the run -------------------------------------------------------------
 

@@ -48,6 +48,13 @@ COLLECTION_MARK = "testpool-collection-time"
 # Loaded by name, which is also its entry point's name: never registered twice.
 pytest_plugins = ["testpool.pytest_fixtures"]
 
+# A verdict carries at most this many characters of the test's output: the tail, as testpool
+# keeps of a test run in its own process. JSON-escaped, even the worst case (12 bytes a
+# character) stays far below the size testpool accepts for one verdict line, so a test is
+# never failed for what it printed.
+OUTPUT_LIMIT = 4 * 1024 * 1024
+TRUNCATED_NOTE = "[testpool: earlier output truncated]\n"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testpool")
@@ -277,7 +284,7 @@ def _serve(
     keep = _KeepSession(session)
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
-        nodeid = line.rstrip("\n")
+        nodeid = json.loads(line)  # JSON: a node id may hold a line break
         item = items.get(nodeid)
         if item is None:
             message = {"id": nodeid, "outcome": "missing", "duration": 0.0}
@@ -405,4 +412,5 @@ def _output(reports: list[pytest.TestReport]) -> str:
     for report in reports:
         if report.failed and report.longreprtext:
             parts.append(f"----- {report.when} failure -----\n{report.longreprtext.rstrip()}")
-    return "\n".join(parts) + ("\n" if parts else "")
+    text = "\n".join(parts) + ("\n" if parts else "")
+    return text if len(text) <= OUTPUT_LIMIT else TRUNCATED_NOTE + text[-OUTPUT_LIMIT:]

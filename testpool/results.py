@@ -160,6 +160,13 @@ class RunSummary:
         return Counter(result.status for result in self.results)
 
     @property
+    def ran_nothing(self) -> bool:
+        """Tests were to run, but the run stopped before any started (a worker port taken, a
+        server that would not start, Ctrl-C during start-up): there is no test result."""
+        to_run = [r for r in self.results if r.status is not Status.CACHED]
+        return bool(to_run) and all(r.status is Status.NOT_RUN and not r.attempts for r in to_run)
+
+    @property
     def failures(self) -> list[TestResult]:
         bad = [r for r in self.results if r.status.is_failure]
         if self.fail_on_flaky:

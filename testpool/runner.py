@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from testpool import procs
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
-from testpool.errors import InfrastructureError, TestpoolError
+from testpool.errors import CacheError, InfrastructureError, TestpoolError
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
 from testpool.isolation import reseed_data_dir
@@ -87,10 +87,10 @@ class CacheRecorder:
     def _write(self, batch: dict[str, CacheEntry]) -> bool:
         try:
             self.store.record(batch, salt=self.salt)
-        except OSError as error:
+        except CacheError as error:
             if not self._warned:
                 self._warned = True
-                self.warn(f"cannot write the cache file {self.store.path}: {error.strerror}")
+                self.warn(error.message)
             return False
         return True
 

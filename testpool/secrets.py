@@ -13,6 +13,7 @@ digest of the files (:func:`fingerprint`), never a value.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,11 +73,14 @@ def load_secrets(paths: Iterable[Path]) -> dict[str, str]:
 
 def load_secrets_file(path: Path) -> dict[str, str]:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SecretsError(f"secrets file not found: {path}") from None
     except OSError as error:
         raise SecretsError(f"cannot read secrets file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise SecretsError(f"secrets file {path} is not UTF-8 text (line {line})") from None
     fmt, is_sops = detect_format(path, text)
     if is_sops:
         return flatten(_sops_decrypt(path, fmt), keep_case=fmt == "dotenv")
@@ -97,7 +102,12 @@ def _sops_decrypt(path: Path, fmt: str) -> Any:
     command = [sops, "decrypt", "--input-type", fmt, "--output-type", "json", str(path)]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SOPS_TIMEOUT, stdin=subprocess.DEVNULL
+            command,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=SOPS_TIMEOUT,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         raise SecretsError(f"sops took longer than {SOPS_TIMEOUT:g} s to decrypt {path}") from None
@@ -169,16 +179,36 @@ def fingerprint(paths: Iterable[Path], salt: bytes, root: Path) -> str:
     return digest.hexdigest()
 
 
+def escaped_forms(value: str) -> set[str]:
+    r"""``value`` and the forms it takes once a program has quoted or encoded it: Python's
+    ``repr`` and ``ascii`` (pytest shows ``'Tr0ub4dor\\&3'`` for ``Tr0ub4dor\&3``), JSON
+    strings (with and without ``\u`` escapes), URL encoding (path, query and form styles) and
+    HTML escaping."""
+    return {
+        value,
+        repr(value)[1:-1],
+        ascii(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+        html.escape(value),
+    }
+
+
 class Redactor:
-    """Replaces secret values with ``[secret]`` in text testpool prints or writes."""
+    """Replaces secret values, as they are or escaped (:func:`escaped_forms`), with
+    ``[secret]`` in text testpool prints or writes."""
 
     def __init__(self, values: Iterable[str]) -> None:
         candidates: set[str] = set()
         for value in values:
-            candidates.add(value)
+            candidates.update(escaped_forms(value))
             # Logs are redacted line by line: every line of a multi-line value (a PEM key)
             # must be recognisable on its own.
-            candidates.update(line.strip() for line in value.splitlines())
+            for line in value.splitlines():
+                candidates.update(escaped_forms(line.strip()))
         wanted = sorted(
             (v for v in candidates if len(v) >= MIN_REDACT_LENGTH), key=len, reverse=True
         )

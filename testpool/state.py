@@ -75,21 +75,88 @@ class RunRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+    def from_dict(cls, data: Any) -> RunRecord:
+        """Load a record, checking every field's type: a record decides which processes get
+        signalled, so a wrong one is refused (:class:`ValueError` naming the field), never
+        guessed at."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        processes = _field(data, "processes", list, [])
+        for process in processes:
+            if not isinstance(process, dict):
+                raise ValueError("'processes' must hold objects")
         return cls(
-            run_id=str(data["run_id"]),
-            pid=int(data["pid"]),
-            pid_start=data.get("pid_start"),
-            root=str(data.get("root", "")),
-            started_at=str(data.get("started_at", "")),
-            socket=data.get("socket"),
-            ports=[int(p) for p in data.get("ports", [])],
+            run_id=_field(data, "run_id", str),
+            pid=_pid(data, "pid"),
+            pid_start=_time(data, "pid_start"),
+            root=_field(data, "root", str, ""),
+            started_at=_field(data, "started_at", str, ""),
+            socket=_socket(data.get("socket")),
+            ports=[_port(p) for p in _field(data, "ports", list, [])],
             processes=[
-                ProcessRecord(int(p["pgid"]), p.get("start"), str(p.get("what", "")))
-                for p in data.get("processes", [])
+                ProcessRecord(_pid(p, "pgid"), _time(p, "start"), _field(p, "what", str, ""))
+                for p in processes
             ],
-            dirs=[str(d) for d in data.get("dirs", [])],
+            dirs=[
+                d if isinstance(d, str) else _bad("dirs") for d in _field(data, "dirs", list, [])
+            ],
         )
+
+
+_MISSING = object()
+_KINDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    bool: "a boolean",
+}
+
+
+def _bad(name: str) -> Any:
+    raise ValueError(f"'{name}' has the wrong type")
+
+
+def _field(data: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    value = data.get(name, default)
+    if value is _MISSING:
+        raise ValueError(f"'{name}' is missing")
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"'{name}' must be {_KINDS[kind]}, got {_KINDS.get(type(value), 'null')}")
+    return value
+
+
+def _pid(data: dict[str, Any], name: str) -> int:
+    value = _field(data, name, int)
+    if value <= 1:  # 0, -1 and 1 would signal our own group, everything, or init
+        raise ValueError(f"'{name}' must be a process id above 1, got {value}")
+    return int(value)
+
+
+def _time(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"'{name}' must be a number, got {_KINDS.get(type(value), 'null')}")
+    return float(value)
+
+
+def _socket(value: Any) -> str | None:
+    if value is None:
+        return None
+    from testpool.tmux import SOCKET_PREFIX
+
+    if not isinstance(value, str) or not value.startswith(SOCKET_PREFIX) or "/" in value:
+        raise ValueError("'socket' must name one of testpool's tmux sockets")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError("'ports' must hold port numbers")
+    return value
 
 
 def new_run_id() -> str:
@@ -178,14 +245,23 @@ class CleanReport:
         return f"run {self.run_id}: removed " + (", ".join(parts) if parts else "its record")
 
 
-def load_records() -> list[tuple[Path, RunRecord | None]]:
-    """Every run record; an unreadable one comes back as None (and is cleaned as dead)."""
-    found: list[tuple[Path, RunRecord | None]] = []
+def load_records(damaged: list[str] | None = None) -> list[tuple[Path, RunRecord]]:
+    """Every readable run record. A damaged one (unreadable, not JSON, a field of the wrong
+    type) is skipped and left where it is, with a warning line added to ``damaged``: testpool
+    cannot tell what such a record's processes are, so it touches none of them."""
+    found: list[tuple[Path, RunRecord]] = []
     for path in sorted(runs_folder().glob("*.json")):
         try:
-            found.append((path, RunRecord.from_dict(json.loads(path.read_text()))))
-        except (OSError, ValueError, KeyError, TypeError):
-            found.append((path, None))
+            found.append((path, RunRecord.from_dict(json.loads(path.read_bytes()))))
+        except FileNotFoundError:
+            continue  # its run ended meanwhile
+        except (OSError, ValueError) as error:
+            problem = getattr(error, "strerror", None) or str(error)
+            if damaged is not None:
+                damaged.append(
+                    f"skipped the damaged run record {path} ({problem}); delete it once you "
+                    "have checked that nothing of that run is left"
+                )
     return found
 
 
@@ -261,13 +337,11 @@ def kill_tmux_server(socket: str) -> bool:
     return existed
 
 
-def sweep_dead_runs() -> list[CleanReport]:
-    """Clean every run whose testpool process is gone. Live runs are left alone."""
+def sweep_dead_runs(damaged: list[str] | None = None) -> list[CleanReport]:
+    """Clean every run whose testpool process is gone. Live runs are left alone, and so are
+    damaged records (see :func:`load_records`)."""
     reports = []
-    for path, record in load_records():
-        if record is None:
-            path.unlink(missing_ok=True)
-            continue
+    for path, record in load_records(damaged):
         if not is_live(record):
             reports.append(clean_run(record, path))
     return reports

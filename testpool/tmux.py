@@ -122,6 +122,24 @@ class TmuxServer:
         proc = self._server.cmd("capture-pane", "-p", "-J", "-t", f"={session}:", "-S", f"-{lines}")
         return "\n".join(proc.stdout).rstrip() if proc.returncode == 0 else ""
 
+    def exit_status(self, session: str) -> str | None:
+        """How the pane's command ended (``status 3``, ``signal 9``), or None while it runs
+        (or when tmux does not know the session, or does not know the status yet)."""
+        proc = self._server.cmd(
+            "list-panes", "-t", f"={session}:", "-F",
+            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
+        )  # fmt: skip
+        if proc.returncode != 0 or not proc.stdout:
+            return None
+        dead, status, signal_number = [*proc.stdout[0].strip().split(":"), "", ""][:3]
+        # tmux marks the pane dead when its terminal closes, and learns the status a moment
+        # later, when it reaps the process.
+        if dead != "1" or not (status or signal_number):
+            return None
+        if signal_number and signal_number != "0":
+            return f"signal {signal_number}"
+        return f"status {status}"
+
     def kill_session(self, session: str) -> None:
         self._server.cmd("kill-session", "-t", f"={session}")
 

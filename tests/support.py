@@ -3,12 +3,16 @@ polling with deadlines, and checking that nothing of ours is left behind."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from collections.abc import Callable
@@ -79,8 +83,9 @@ class Result:
     def listing(self) -> dict[str, tuple[str, str]]:
         """``testpool list`` output as {test id: (run|cached, reason)}."""
         parsed = {}
-        for line in self.stdout.splitlines():
-            parts = line.split(maxsplit=2)
+        for line in self.stdout.split("\n"):
+            parts = line.split(" ", 1)
+            parts = [parts[0], *parts[1].strip(" ").split("  ", 1)] if len(parts) == 2 else parts
             if len(parts) == 3 and parts[0] in ("run", "cached"):
                 parsed[parts[1]] = (parts[0], parts[2].strip())
         return parsed
@@ -165,12 +170,62 @@ class Project:
             stderr=subprocess.PIPE, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def report(self) -> dict[str, Any] | None:
-        path = self.root / self.results_dir / "report.json"
+    def run_in_terminal(
+        self, *args: str, timeout: float = 180, columns: int = 120, rows: int = 40
+    ) -> Result:
+        """Run the installed ``testpool`` command on a pseudo-terminal, as a user would.
+
+        The terminal is its controlling terminal and its stdin, stdout and stderr; colours are
+        on (no NO_COLOR, TERM=xterm-256color). ``stdout`` is every byte it wrote to the
+        terminal (stdout and stderr both), decoded; ``stderr`` is empty.
+        """
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        env = self.env()
+        for name in ("NO_COLOR", "COLUMNS", "LINES", "CI"):
+            env.pop(name, None)
+        env["TERM"] = "xterm-256color"
+        script = str(Path(sys.executable).parent / "testpool")
+        process = subprocess.Popen(
+            [script, *args], cwd=self.root, env=env, stdin=slave, stdout=slave, stderr=slave,
+            start_new_session=True, preexec_fn=_take_terminal,
+        )  # fmt: skip
+        os.close(slave)
+        received = bytearray()
+        deadline = time.monotonic() + timeout
         try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+            while True:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"testpool did not finish on the terminal in {timeout} s")
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if not ready:
+                    if process.poll() is not None and not select.select([master], [], [], 2)[0]:
+                        break  # it has exited, and nothing else writes to the terminal
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every process holding the terminal has gone
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            returncode = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            os.close(master)
+        return Result(returncode, received.decode("utf-8", "replace"), "", self.report())
+
+    def report(self) -> dict[str, Any] | None:
+        """The last run's report: ``aborted-run.json`` if the last run started no test (every
+        run that does removes it), else ``report.json``."""
+        for name in ("aborted-run.json", "report.json"):
+            try:
+                return dict(json.loads((self.root / self.results_dir / name).read_text()))
+            except FileNotFoundError:
+                continue
+        return None
 
     def worker_log(self, result: Result, worker: int = 0) -> Path:
         """The log file of ``worker`` in ``result``'s run, as report.json names it."""
@@ -233,6 +288,11 @@ def _toml(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(value)
+
+
+def _take_terminal() -> None:
+    """In the child, before exec: make stdin (the pty) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def send_ctrl_c(process: subprocess.Popen[str]) -> None:

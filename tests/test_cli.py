@@ -98,6 +98,18 @@ def _project(tmp_path: Path, config: str) -> Path:
             "testpool.toml: 'data_seed' folder not found: missing",
         ),
         ('server = "x"\nenv = {A = 1}\n', "testpool.toml: 'env.A' must be a string"),
+        (
+            'server = "x"\nhealth_interval = nan\n',
+            "testpool.toml: 'health_interval' must be a positive number of seconds",
+        ),
+        (
+            'server = "x"\nstartup_timeout = inf\n',
+            "testpool.toml: 'startup_timeout' must be a positive number of seconds",
+        ),
+        (
+            'server = "x"\ntest_timeout = -nan\n',
+            "testpool.toml: 'test_timeout' must be a positive number of seconds",
+        ),
     ],
 )
 def test_bad_config_is_one_line_exit_2(tmp_path: Path, config: str, message: str) -> None:
@@ -154,3 +166,69 @@ def test_python_dash_m_and_console_script_agree() -> None:
     script = Path(sys.executable).parent / "testpool"
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert done.stdout == out
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--test-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999", "0", "-1"])
+def test_timeouts_must_be_positive_finite_numbers(option: str, value: str) -> None:
+    code, _, err = invoke(option, value)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"testpool: error: Invalid value for '{option}': {value!r} is not a positive, "
+        "finite number of seconds."
+    ]
+
+
+def test_timeout_from_the_environment_is_checked_too() -> None:
+    result = CliRunner().invoke(cli, [], env={"TESTPOOL_TEST_TIMEOUT": "nan"})
+    assert result.exit_code == 2
+
+
+def test_config_file_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path) -> None:
+    project = _project(tmp_path, "")
+    (project / "testpool.toml").write_bytes(b'server = "caf\xe9"\n')
+    code, _, err = invoke("list", cwd=project)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"testpool: error: {project / 'testpool.toml'}: invalid TOML: not UTF-8 text (line 1)"
+    ]
+
+
+@pytest.mark.parametrize("tool", ["1", '"testpool"', "[1, 2]"])
+@pytest.mark.parametrize("where", ["here", "parent"])
+def test_pyproject_whose_tool_is_not_a_table_is_one_line_exit_2(
+    tmp_path: Path, tool: str, where: str
+) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_a(): pass\n")
+    folder = tmp_path / "sub" if where == "parent" else tmp_path
+    folder.mkdir(exist_ok=True)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(f'tool = {tool}\n\n[project]\nname = "x"\n')
+    code, _, err = invoke("list", cwd=folder)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"testpool: error: {pyproject}: 'tool' must be a table")
+
+
+def test_results_dir_that_is_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    project = _project(tmp_path, 'server = "x"\ntests = "tests"\nresults_dir = "out.txt"\n')
+    (project / "out.txt").write_text("not a folder\n")
+    for command in ([], ["list"]):
+        code, _, err = invoke(*command, cwd=project)
+        assert code == 2
+        assert err.strip().splitlines() == [
+            "testpool: error: testpool.toml: 'results_dir' is not a folder: out.txt"
+        ]
+
+
+def test_cache_file_that_is_a_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    project = _project(tmp_path, 'server = "x"\ntests = "tests"\n')
+    (project / ".test-cache.json").mkdir()
+    for command in ([], ["list"]):
+        code, _, err = invoke(*command, cwd=project)
+        assert code == 2
+        assert err.strip().splitlines() == [
+            "testpool: error: testpool.toml: 'cache_file' is a folder, not a file: .test-cache.json"
+        ]

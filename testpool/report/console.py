@@ -15,6 +15,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from testpool.fsutil import indent
 from testpool.report.render import (
     Board,
     WorkerView,
@@ -22,12 +23,28 @@ from testpool.report.render import (
     result_line,
 )
 from testpool.results import Status, TestResult
+from testpool.sanitize import block, inline
 
 
 def make_consoles() -> tuple[Console, Console]:
-    return Console(highlight=False, soft_wrap=True), Console(
-        stderr=True, highlight=False, soft_wrap=True
-    )
+    """stdout and stderr. Markup and emoji codes are off: every string printed is plain text
+    (a test id such as ``test_p[/health]`` or ``test_x[red]`` is shown as it is)."""
+    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+    return out, err
+
+
+def say(console: Console, text: str, style: str = "") -> None:
+    """Print one line that may hold text from elsewhere (ids, paths, messages), as plain text."""
+    console.print(Text(inline(text), style=style))
+
+
+def print_error(console: Console, message: str, detail: str = "") -> None:
+    """``testpool: error: …`` and, indented under it, the lines that explain it (a server's
+    log tail, a tool's output) without their escape sequences."""
+    say(console, f"testpool: error: {message}")
+    if detail.strip():
+        console.print(Text(indent(block(detail))))
 
 
 class Reporter(Protocol):
@@ -72,7 +89,7 @@ class PlainReporter:
         self.console.print(result_line(result))
 
     def note(self, text: str) -> None:
-        self.console.print(Text(text, style="magenta"))
+        self.console.print(Text(inline(text), style="magenta"))
 
     def stop(self) -> None:
         return None

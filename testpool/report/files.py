@@ -18,9 +18,8 @@ from pathlib import Path
 
 from testpool.fsutil import atomic_write, atomic_write_json
 from testpool.results import RunSummary, Status, TestResult
+from testpool.sanitize import xml_safe as _clean
 
-# Characters XML 1.0 cannot carry (test output may contain any byte).
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 OUTPUT_IN_JUNIT = 64 * 1024
 
 
@@ -72,12 +71,30 @@ def _is_run_folder(path: Path) -> bool:
         return False
 
 
-def write_reports(summary: RunSummary, results_dir: Path) -> tuple[Path, Path]:
-    junit = results_dir / "junit.xml"
-    report = results_dir / "report.json"
+JUNIT = "junit.xml"
+REPORT = "report.json"
+# Where a run that stopped before any test started puts its report (report.json's format).
+ABORTED = "aborted-run.json"
+
+
+def write_reports(summary: RunSummary, results_dir: Path) -> list[Path]:
+    """Write the run's reports; returns their paths.
+
+    A run that stopped before any test started has no test result to report: it writes
+    ``aborted-run.json`` and leaves ``junit.xml`` and ``report.json`` of the last run that ran
+    tests as they are, rather than replace them with "N not run" that a CI could take for the
+    suite's result. Any other run writes both and removes an earlier ``aborted-run.json``.
+    """
+    aborted = results_dir / ABORTED
+    if summary.ran_nothing:
+        atomic_write_json(aborted, summary.to_dict())
+        return [aborted]
+    junit = results_dir / JUNIT
+    report = results_dir / REPORT
     atomic_write(junit, junit_xml(summary))
     atomic_write_json(report, summary.to_dict())
-    return junit, report
+    aborted.unlink(missing_ok=True)
+    return [junit, report]
 
 
 def split_id(test_id: str) -> tuple[str, str]:
@@ -117,18 +134,16 @@ def junit_xml(summary: RunSummary) -> str:
     )
 
 
-def _clean(text: str) -> str:
-    return _XML_ILLEGAL.sub("?", text)
-
-
 def _testcase(result: TestResult) -> ET.Element:
+    # Ids, file names and messages can hold any character, like the output: none may make the
+    # document invalid (each is escaped, so two ids that differ stay different).
     classname, name = split_id(result.id)
     case = ET.Element(
         "testcase",
         {
-            "classname": classname,
-            "name": name,
-            "file": result.file,
+            "classname": _clean(classname),
+            "name": _clean(name),
+            "file": _clean(result.file),
             "time": f"{result.duration:.3f}",
         },
     )

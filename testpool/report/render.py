@@ -16,6 +16,7 @@ from rich.text import Text
 
 from testpool.fsutil import tail
 from testpool.results import STATUS_ORDER, RunSummary, Status, TestResult
+from testpool.sanitize import block, inline
 
 STYLES = {
     Status.PASSED: "green",
@@ -85,9 +86,11 @@ def render_board(board: Board, now: float, width: int = 100) -> RenderableType:
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for view in board.workers:
         running_for = fmt_seconds(now - view.since) if view.test else ""
-        test = view.test or ""
+        test = inline(view.test or "")
+        # Text, never str: a cell given as a str would be parsed as rich markup.
         table.add_row(
-            f"w{view.index}", str(view.port), view.state, running_for, _shorten(test, width - 40)
+            *map(Text, (f"w{view.index}", str(view.port), view.state, running_for)),
+            Text(_shorten(test, width - 40)),
         )
     return Group(header, bar, table)
 
@@ -101,7 +104,7 @@ def result_line(result: TestResult) -> Text:
     """The one plain line per finished test (non-TTY output and the TTY's scrollback)."""
     line = Text()
     line.append(f"{result.status.value.upper():8}", style=STYLES[result.status])
-    line.append(f" {result.id}")
+    line.append(f" {inline(result.id)}")
     detail = []
     if result.worker is not None:
         detail.append(f"w{result.worker}")
@@ -112,7 +115,7 @@ def result_line(result: TestResult) -> Text:
     if detail:
         line.append(f" [{' '.join(detail)}]", style="dim")
     if result.message and result.status is not Status.PASSED:
-        line.append(f" {result.message}", style="dim")
+        line.append(f" {inline(result.message)}", style="dim")
     return line
 
 
@@ -144,26 +147,27 @@ def summary_renderables(
         out.append(Text(""))
         out.append(result_line(result))
         lines = OUTPUT_TAIL_LINES
-        output = result.output if verbose else tail(result.output, lines)
+        shown = block(result.output)
+        output = shown if verbose else tail(shown, lines)
         if output.strip():
-            if not verbose and result.output.count("\n") > lines:
+            if not verbose and shown.count("\n") > lines:
                 out.append(Text(f"  … last {lines} lines (-v for all):", style="dim"))
             out.append(Text("\n".join("  " + line for line in output.splitlines())))
         if result.log_path:
-            out.append(Text(f"  test log:   {result.log_path}", style="dim"))
+            out.append(Text(f"  test log:   {inline(result.log_path)}", style="dim"))
         worker_log = summary.worker_logs.get(result.worker) if result.worker is not None else None
         if worker_log:
-            out.append(Text(f"  worker log: {worker_log}", style="dim"))
+            out.append(Text(f"  worker log: {inline(worker_log)}", style="dim"))
     flaky = [r for r in summary.results if r.status is Status.FLAKY]
     if flaky:
         label = "Flaky (failed, then passed)" + (
             " — counted as failures" if summary.fail_on_flaky else ""
         )
         out.append(Text(f"\n{label}", style="yellow"))
-        out.extend(Text(f"  {r.id}") for r in flaky)
+        out.extend(Text(f"  {inline(r.id)}") for r in flaky)
     if summary.infra_events:
         out.append(Text("\nInfrastructure", style="magenta"))
-        out.extend(Text(f"  {event}") for event in summary.infra_events)
+        out.extend(Text(f"  {inline(event)}") for event in summary.infra_events)
     not_run = [r for r in summary.results if r.status is Status.NOT_RUN]
     if not_run:
         out.append(Text(f"\n{len(not_run)} test(s) not run", style="dim"))
@@ -179,5 +183,5 @@ def summary_renderables(
         line.append(" — interrupted", style="bold yellow")
     out.append(line)
     if reports:
-        out.append(Text("reports: " + ", ".join(reports), style="dim"))
+        out.append(Text("reports: " + inline(", ".join(reports)), style="dim"))
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import ProcessResult, run_collector
+from testpool.execution import ProcessResult, decode, run_collector
 from testpool.fsutil import tail
 from testpool.results import Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
@@ -53,12 +53,11 @@ class CommandRunner:
         if returncode != 0:
             raise DiscoveryError(
                 f"the discover command failed (exit status {returncode}): {command}",
-                detail=tail(output + errors, 30),
+                detail=tail(decode(output + errors), 30),
             )
         seen: dict[str, TestCase] = {}
-        for line in output.splitlines():
-            test_id = line.strip()
-            if test_id and test_id not in seen:
+        for test_id in parse_ids(output, command):
+            if test_id not in seen:
                 seen[test_id] = TestCase(test_id, self._file_of(test_id))
         if not seen:
             raise NoTestsError(f"the discover command printed no test ids: {command}")
@@ -89,6 +88,33 @@ class CommandRunner:
 
     def executor(self, context: ExecContext) -> Executor:
         return CommandExecutor(self, context)
+
+
+def parse_ids(output: bytes, command: str) -> list[str]:
+    """The ids a discover command printed: one per line, split on line feeds only (an id may
+    hold any other character), surrounding blanks trimmed, empty lines skipped.
+
+    Ids are passed on a command line later, so output that cannot be one is refused here.
+    """
+    try:
+        text = output.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = output[: error.start].count(b"\n") + 1
+        raise DiscoveryError(
+            f"the discover command printed bytes that are not UTF-8 (line {where}); "
+            f"test ids must be UTF-8 text: {command}"
+        ) from None
+    ids = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if "\0" in line:
+            raise DiscoveryError(
+                f"the discover command printed a NUL character (line {number}); test ids are "
+                f"one per line and cannot hold NUL (find -print0?): {command}"
+            )
+        test_id = line.strip(" \t\r")
+        if test_id:
+            ids.append(test_id)
+    return ids
 
 
 class CommandExecutor:

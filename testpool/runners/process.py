@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from testpool.execution import ExecutableNotFound, ProcessResult, decode, run_process
+from testpool.execution import CannotStart, ProcessResult, decode, run_process
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 
@@ -36,8 +36,8 @@ class ProcessPerTest:
             result = await run_process(
                 argv, cwd=cwd, env=self.worker.env, timeout=timeout, tracker=self.context.tracker
             )
-        except ExecutableNotFound as missing:
-            return Outcome(Status.FAILED, 0.0, "", f"command not found: {missing}")
+        except CannotStart as error:
+            return Outcome(Status.FAILED, 0.0, "", str(error))
         output = decode(result.output)
         if result.timed_out:
             return Outcome(

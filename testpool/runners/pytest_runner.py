@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
-from testpool.execution import decode, run_collector, run_process
+from testpool.execution import CannotStart, decode, run_collector, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
 from testpool.results import Outcome, Status
@@ -75,7 +75,7 @@ class PytestRunner:
             )
         except subprocess.TimeoutExpired:
             raise DiscoveryError("pytest collection took too long") from None
-        output = (stdout + stderr).strip()
+        output = decode(stdout + stderr).strip()
         if returncode == 5:
             raise NoTestsError(f"pytest collected no tests under {self.config.tests}")
         try:
@@ -127,7 +127,7 @@ class PytestRunner:
         pyproject = self.root / "pyproject.toml"
         try:
             document = tomllib.loads(pyproject.read_text())
-        except (OSError, tomllib.TOMLDecodeError):
+        except (OSError, ValueError):  # unreadable, not UTF-8, not TOML
             return {}
         return {"pytest_ini_options": document.get("tool", {}).get("pytest", {})}
 
@@ -180,9 +180,12 @@ class PytestProcess:
         result_file = self.context.scratch / f"result-{self.worker.index}-{uuid.uuid4().hex}.json"
         argv = [*self.runner.base_args(), "-q", case.id, *self.runner.config.pytest_args]
         env = {**self.worker.env, "TESTPOOL_RESULT_FILE": str(result_file)}
-        result = await run_process(
-            argv, cwd=self.runner.root, env=env, timeout=timeout, tracker=self.context.tracker
-        )
+        try:
+            result = await run_process(
+                argv, cwd=self.runner.root, env=env, timeout=timeout, tracker=self.context.tracker
+            )
+        except CannotStart as error:
+            return Outcome(Status.FAILED, 0.0, "", f"cannot run pytest: {error}")
         output = decode(result.output)
         try:
             verdict = json.loads(result_file.read_text())

@@ -246,7 +246,8 @@ class PytestSession:
         conn = self._conn
         mark = _size(conn.output)
         try:
-            conn.writer.write((case.id + "\n").encode())
+            # JSON, one line: a node id may hold a line break (pytest can be told to keep it).
+            conn.writer.write((json.dumps(case.id) + "\n").encode())
             await conn.writer.drain()
             line = await asyncio.wait_for(conn.reader.readline(), timeout)
         except asyncio.CancelledError:

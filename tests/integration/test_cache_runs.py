@@ -176,3 +176,42 @@ def test_truncated_cache_warns_and_runs_normally(project: Project) -> None:
     assert _ran(result.statuses) == ALL
     assert set(json.loads(cache.read_text())["tests"]) == ALL, "the run rewrote the cache"
     assert "Traceback" not in result.stderr
+
+
+def test_two_first_runs_at_once_with_secrets_agree_on_the_salt(project: Project) -> None:
+    """Each run's test waits until the other run's test has started, so both runs have made
+    their secrets digest before either records a result."""
+    project.write(".env.test", "SECRET_TOKEN=first-run-secret\n")
+    meet = """
+        import time
+        from pathlib import Path
+
+        def test_meet():
+            Path({mine!r}).touch()
+            deadline = time.monotonic() + 60
+            while not Path({theirs!r}).exists():
+                assert time.monotonic() < deadline, "the other run never started its test"
+                time.sleep(0.02)
+        """
+    a, b = str(project.tmp / "a-started"), str(project.tmp / "b-started")
+    project.write("tests/test_a.py", meet.format(mine=a, theirs=b))
+    project.write("tests/test_b.py", meet.format(mine=b, theirs=a))
+    project.config(secrets=[".env.test"])
+    # Same project and cache; its own ports and reports (as the README asks of two runs).
+    alt = (project.root / "testpool.toml").read_text()
+    alt = alt.replace(f"port_base = {project.port_base}", f"port_base = {project.port_base + 4}")
+    (project.root / "alt.toml").write_text(alt + 'results_dir = "alt-results"\n')
+
+    first = project.popen("-f", "test_a.py")
+    second = project.popen("--config", "alt.toml", "-f", "test_b.py")
+    out_1, err_1 = first.communicate(timeout=180)
+    out_2, err_2 = second.communicate(timeout=180)
+
+    assert first.returncode == 0, out_1 + err_1
+    assert second.returncode == 0, out_2 + err_2
+    listing = project.run("list").listing
+    assert listing == {
+        "tests/test_a.py::test_meet": ("cached", "unchanged"),
+        "tests/test_b.py::test_meet": ("cached", "unchanged"),
+    }
+    project.assert_clean()

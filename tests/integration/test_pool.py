@@ -95,9 +95,48 @@ def test_server_that_exits_at_start_fails_fast_with_its_log(project: Project) ->
 
     assert result.returncode == 3
     assert "worker 0 (port" in result.stderr
-    assert "exited before it became healthy" in result.stderr
-    assert "--crash" in result.stderr, "the command is named"
+    assert "the server exited with status 3 before it became healthy" in result.stderr
+    assert f"command: {sys.executable} {DEVSERVER} --crash" in result.stderr, "as it was run"
     assert "the database is on fire" in result.stderr, "the log tail is shown"
+    project.assert_clean(result.run_id)
+
+
+def test_server_that_exits_silently_is_said_so(project: Project) -> None:
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    project.config(server="true", startup_timeout=600)
+
+    result = project.run(timeout=60)
+
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"testpool: error: worker 0 (port {project.port_base}) failed to start: "
+        "the server exited with status 0 without output; command: true"
+    ]
+    project.assert_clean(result.run_id)
+
+
+def test_server_log_tail_has_no_colours_or_blank_runs(project: Project) -> None:
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    project.write(
+        "server.py",
+        r"""
+        import sys
+        print("\x1b[31merror:\x1b[0m \x1b]0;title\x07port is bad" + "\n" * 30 + "\x1b[1mgiving up\x1b[0m")
+        sys.exit(4)
+        """,
+    )
+    project.config(server="{python} server.py", startup_timeout=600)
+
+    result = project.run(timeout=60)
+
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"testpool: error: worker 0 (port {project.port_base}) failed to start: the server "
+        f"exited with status 4 before it became healthy; command: {sys.executable} server.py",
+        "  error: port is bad",
+        "  ",
+        "  giving up",
+    ]
     project.assert_clean(result.run_id)
 
 

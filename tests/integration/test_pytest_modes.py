@@ -203,3 +203,81 @@ def test_workers_that_cannot_collect_fail_every_test_once(project: Project) -> N
     assert "could not collect the tests for the workers" in result.stdout
     assert "conftest refuses to load in workers" in result.stdout
     project.assert_clean(result.run_id)
+
+
+def test_a_passing_test_with_huge_output_passes(project: Project) -> None:
+    # More than the 64 MiB a verdict line may take, printed in one go and line by line.
+    project.write(
+        "tests/test_loud.py",
+        """
+        import sys
+
+        def test_prints_70_mib_at_once():
+            sys.stdout.write("x" * (70 * 1024 * 1024) + "\\nthe end\\n")
+
+        def test_prints_70_mib_in_lines():
+            line = "y" * 1023 + "\\n"
+            for _ in range(70 * 1024):
+                sys.stdout.write(line)
+            print("the end")
+        """,
+    )
+    project.config(test_timeout=300)
+
+    result = project.run()
+
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert set(result.statuses.values()) == {"passed"}
+    project.assert_clean(result.run_id)
+
+
+def test_a_failing_test_with_huge_output_keeps_its_tail(project: Project) -> None:
+    project.write(
+        "tests/test_loud.py",
+        """
+        import sys
+
+        def test_prints_then_fails():
+            sys.stdout.write("x" * (70 * 1024 * 1024) + "\\nthe last words\\n")
+            assert False, "it failed"
+        """,
+    )
+    project.config(test_timeout=300)
+
+    result = project.run()
+
+    assert result.returncode == 1
+    assert result.statuses == {"tests/test_loud.py::test_prints_then_fails": "failed"}
+    assert "it failed" in result.stdout and "the last words" in result.stdout
+    log = next((project.root / "test-results/logs/tests").glob("*.log")).read_text()
+    assert "[testpool: earlier output truncated]" in log
+    assert len(log) < 8 * 1024 * 1024
+    project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", ["session", "process"])
+def test_ids_with_line_breaks_get_their_own_verdicts(project: Project, mode: str) -> None:
+    project.write(
+        "pytest.ini",
+        "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n",
+    )
+    project.write(
+        "tests/test_nl.py",
+        """
+        import pytest
+
+        @pytest.mark.parametrize("value", ["a\\nb", "c\\r\\nd", "e"], ids=lambda v: v)
+        def test_p(value):
+            assert value != "e"
+        """,
+    )
+    project.config(pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.statuses == {
+        "tests/test_nl.py::test_p[a\nb]": "passed",
+        "tests/test_nl.py::test_p[c\r\nd]": "passed",
+        "tests/test_nl.py::test_p[e]": "failed",
+    }, result.stdout
+    project.assert_clean(result.run_id)

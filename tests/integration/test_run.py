@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -284,4 +286,50 @@ def test_command_runner(project: Project) -> None:
         "checks.sh::skip": "skipped",
     }
     assert "bad output" in result.stdout
+    project.assert_clean(result.run_id)
+
+
+def test_a_run_that_starts_no_test_keeps_the_last_reports(project: Project) -> None:
+    project.write("tests/test_ok.py", "def test_ok():\n    pass\n")
+    project.config()
+    assert project.run().returncode == 0
+    results = project.root / "test-results"
+    good = {name: (results / name).read_text() for name in ("junit.xml", "report.json")}
+
+    # The worker port is taken: the run stops before any test starts.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        holder.bind(("127.0.0.1", project.port_base))
+        holder.listen()
+        stopped = project.run("--full")
+
+    assert stopped.returncode == 3
+    assert {name: (results / name).read_text() for name in good} == good, "kept as they were"
+    aborted = json.loads((results / "aborted-run.json").read_text())
+    assert aborted["exit_code"] == 3 and "already in use" in aborted["error"]
+    assert aborted["counts"]["not run"] == 1
+    assert (
+        "reports: test-results/aborted-run.json (no test started: junit.xml and report.json "
+        "are those of an earlier run)" in stopped.stdout
+    )
+
+    # The next run that runs tests writes the reports again, and the aborted report goes.
+    again = project.run("--full")
+    assert again.returncode == 0
+    assert (results / "report.json").read_text() != good["report.json"]
+    assert not (results / "aborted-run.json").exists()
+    project.assert_clean(again.run_id)
+
+
+def test_a_first_run_that_starts_no_test_writes_no_junit(project: Project) -> None:
+    project.write("tests/test_ok.py", "def test_ok():\n    pass\n")
+    project.config(server="sh -c 'echo cannot start; exit 1'")
+
+    result = project.run()
+
+    assert result.returncode == 3
+    results = project.root / "test-results"
+    assert sorted(p.name for p in results.iterdir()) == ["aborted-run.json", "logs"]
+    assert result.report is not None and result.report["exit_code"] == 3
+    assert "reports: test-results/aborted-run.json\n" in result.stdout
     project.assert_clean(result.run_id)

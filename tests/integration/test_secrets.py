@@ -138,3 +138,41 @@ def test_plain_dotenv_secrets(project: Project) -> None:
     result = project.run()
     assert result.returncode == 0, result.stdout
     assert SECRET not in project.worker_log(result).read_text()
+
+
+ESCAPED_SUITE = r"""
+import json, os, urllib.parse
+
+def test_shows_the_secret_escaped():
+    password = os.environ["SECRET_PASSWORD"]
+    print("json:", json.dumps({"password": password}))
+    print("url: https://example.test/login?p=" + urllib.parse.quote_plus(password))
+    print("repr:", repr(password), ascii(os.environ["SECRET_NAME"]))
+    assert password == "wrong"
+"""
+
+
+@pytest.mark.parametrize("mode", ["session", "process"])
+def test_escaped_forms_of_a_secret_never_leak(project: Project, mode: str) -> None:
+    import json
+    import urllib.parse
+
+    password, name = "Tr0ub4dor\\&3", "Jürgen-Müller"
+    # Single quotes: dotenv keeps the backslash.
+    project.write(".env.test", f"SECRET_PASSWORD='{password}'\nSECRET_NAME={name}\n")
+    project.write("tests/test_escaped.py", ESCAPED_SUITE)
+    project.config(secrets=[".env.test"], pytest_mode=mode)
+
+    result = project.run("-v")
+
+    assert result.statuses == {"tests/test_escaped.py::test_shows_the_secret_escaped": "failed"}
+    assert "assert '[secret]' == 'wrong'" in result.stdout
+    forms = [
+        password, repr(password), json.dumps(password), urllib.parse.quote_plus(password),
+        name, ascii(name), json.dumps(name),
+    ]  # fmt: skip
+    written = [p for p in (project.root / "test-results").rglob("*") if p.is_file()]
+    for text in [result.stdout, result.stderr, *(p.read_text() for p in written)]:
+        for form in forms:
+            assert form.strip("'\"") not in text, form
+    project.assert_clean(result.run_id)

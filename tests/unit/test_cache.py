@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 from pathlib import Path
 
@@ -126,10 +127,8 @@ def test_record_merges_and_later_result_wins(tmp_path: Path) -> None:
 def test_record_writes_atomically_no_temp_files_left(tmp_path: Path) -> None:
     store = CacheStore(tmp_path / ".test-cache.json")
     store.record({"a": entry()}, salt="aa")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".test-cache.json",
-        ".test-cache.json.lock",
-    ]
+    # No temp file, and no lock file left in the user's project either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".test-cache.json"]
 
 
 def _writer(path: str, prefix: str) -> None:
@@ -150,3 +149,89 @@ def test_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
     data, warning = CacheStore(path).load()
     assert warning is None
     assert len(data.tests) == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ('{"name": "other-tool", "entries": []}', "its keys: entries, name"),
+        ("[1, 2]", "a JSON array"),
+        ('"text"', "a JSON string"),
+        ('{"version": "1.0", "tests": {}}', "without testpool's format version"),
+    ],
+)
+def test_a_foreign_cache_file_is_named_for_what_it_is_and_never_overwritten(
+    tmp_path: Path, text: str, what: str
+) -> None:
+    path = tmp_path / ".test-cache.json"
+    path.write_text(text)
+    store = CacheStore(path)
+    _, warning = store.load()
+    assert warning is not None and "is not a testpool cache" in warning and what in warning
+    assert "None" not in warning
+    store.record({"a": entry()}, salt="aa")
+    assert store.settle_salt("bb") == "bb", "nothing is written, so any salt will do"
+    assert path.read_text() == text, "another tool's file is left as it was"
+
+
+def test_a_cache_of_another_format_version_says_so_and_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    path.write_text('{"version": 7, "tests": {}}')
+    store = CacheStore(path)
+    _, warning = store.load()
+    assert warning is not None and "another version of testpool (format 7" in warning
+    store.record({"a": entry()}, salt="aa")
+    assert set(store.load()[0].tests) == {"a"}
+
+
+def test_a_cache_file_that_is_not_utf8_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    path.write_bytes(b'{"version": 1, "tests": {"\xff\xfe": 1}}')
+    store = CacheStore(path)
+    data, warning = store.load()
+    assert not data.tests
+    assert warning is not None and "not UTF-8" in warning
+    store.record({"a": entry()}, salt="aa")
+    assert set(store.load()[0].tests) == {"a"}, "a corrupt file is rewritten"
+
+
+@pytest.mark.parametrize("duration", ["NaN", "Infinity", "-Infinity", "-1"])
+def test_an_entry_with_a_non_finite_duration_is_dropped(duration: str) -> None:
+    good = json.dumps(entry().to_dict())
+    bad = good.replace('"duration": 0.5', f'"duration": {duration}')
+    assert bad != good
+    data, warning = parse(
+        f'{{"version": {VERSION}, "salt": "ab", "tests": {{"a": {good}, "b": {bad}}}}}'
+    )
+    assert warning is None
+    assert set(data.tests) == {"a"}
+    assert all(math.isfinite(d) for d in data.durations().values())
+
+
+def test_two_first_runs_settle_on_one_salt(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    first, second = CacheStore(path), CacheStore(path)
+    data_1, _ = first.load()
+    data_2, _ = second.load()
+    assert data_1.salt != data_2.salt, "each made one up"
+    salt_1 = first.settle_salt(data_1.salt)
+    salt_2 = second.settle_salt(data_2.salt)
+    assert salt_1 == salt_2 == data_1.salt
+    loaded, _ = CacheStore(path).load()
+    assert loaded.salt == salt_1 and loaded.salt_from_file
+
+
+def test_record_gives_a_file_without_a_salt_the_runs_salt(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    path.write_text(f'{{"version": {VERSION}, "tests": {{}}}}')
+    CacheStore(path).record({"a": entry()}, salt="abcd")
+    assert CacheStore(path).load()[0].salt == "abcd"
+
+
+def test_an_unwritable_cache_raises_a_cache_error(tmp_path: Path) -> None:
+    from testpool.errors import CacheError
+
+    store = CacheStore(tmp_path / "missing-parent-is-a-file" / ".test-cache.json")
+    (tmp_path / "missing-parent-is-a-file").write_text("")
+    with pytest.raises(CacheError, match=r"cannot write the cache file \.test-cache\.json"):
+        store.record({"a": entry()}, salt="aa")

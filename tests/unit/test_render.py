@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from testpool.report.files import junit_xml, split_id
@@ -123,3 +125,108 @@ def test_split_id() -> None:
     assert split_id("pkg/api_test.go::TestX") == ("pkg.api_test", "TestX")
     assert split_id("plain-id") == ("tests", "plain-id")
     assert split_id("a/b.py::TestC::test[x::y]") == ("a.b.TestC", "test[x::y]")
+
+
+ODD_IDS = [
+    "t.py::test_p[/health]",  # a closing markup tag
+    "t.py::test_x[red]",  # a style
+    "t.py::test_y[bold]x[/bold]",
+    "t.py::test_z[:smile:]",  # an emoji code
+    "t.py::test_e[\x1b]0;pwned\x07]",  # a window title
+    "t.py::test_u[日本語🙂]",
+]
+
+
+def terminal_text(*renderables: object) -> str:
+    """What a colour terminal would receive, markup and emoji codes enabled (rich's defaults)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=True, color_system="truecolor")
+    for renderable in renderables:
+        console.print(renderable)
+    return buffer.getvalue()
+
+
+def test_board_shows_ids_as_plain_text() -> None:
+    board = Board(
+        total=6, started=0.0,
+        workers=[WorkerView(i, 9000 + i, "running", test_id, 0.0) for i, test_id in enumerate(ODD_IDS)],
+    )  # fmt: skip
+    text = text_of(render_board(board, now=1.0, width=200))
+    for shown in ODD_IDS[:4]:
+        assert shown in text
+    assert "t.py::test_e[\\x1b]0;pwned\\x07]" in text
+    assert "t.py::test_u[日本語🙂]" in text
+    raw = terminal_text(render_board(board, now=1.0, width=200))
+    assert "\x1b]0;pwned" not in raw and "\x07" not in raw
+    assert "test_x[red]" in raw and "😄" not in raw
+
+
+def test_summary_shows_ids_messages_and_output_as_plain_text() -> None:
+    output = "before\x1b[2J\x1b[H\x1b[?1049h\x1b]0;pwned\x07 after\x00\nsecond line\n"
+    run = RunSummary(
+        run_id="r",
+        results=[
+            TestResult(i, "t.py", Status.FAILED, 0.1, 0, message="[/oops] \x1b[31m", output=output)
+            for i in ODD_IDS
+        ],
+        wall_time=1.0,
+        workers=1,
+        started_at="",
+        worker_logs={0: "logs/[red]/worker-0.log"},
+    )
+    raw = terminal_text(*summary_renderables(run, verbose=True))
+    for forbidden in ("\x1b[2J", "\x1b[?1049h", "\x1b]0;pwned", "\x00", "\x07"):
+        assert forbidden not in raw
+    plain = text_of(*summary_renderables(run, verbose=True))
+    assert "FAILED   t.py::test_p[/health] [w0 0.10s] [/oops] \\x1b[31m" in plain
+    assert "  before after\\x00\n  second line" in plain
+    assert "worker log: logs/[red]/worker-0.log" in plain
+
+
+def test_consoles_print_strings_without_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from testpool.report.console import make_consoles
+
+    out, err = make_consoles()
+    out.print("test_p[/health] test_x[red] :smile:")
+    err.print("[bold]x[/bold]")
+    captured = capsys.readouterr()
+    assert captured.out == "test_p[/health] test_x[red] :smile:\n"
+    assert captured.err == "[bold]x[/bold]\n"
+
+
+def test_junit_attributes_are_valid_xml_for_any_id() -> None:
+    run = summary()
+    odd = "t.py::test_c[\x01\x1b[31m\x00\x0c]"
+    run.results = [
+        TestResult(odd, "t\x1b.py", Status.FAILED, message="bad \x1b msg", output="x"),
+        TestResult("t.py::test_c[\x02]", "t.py", Status.PASSED),
+        TestResult("t.py::test_s[\ud800]", "t.py", Status.SKIPPED, message="\x07"),
+    ]
+    text = junit_xml(run)
+    text.encode()  # no lone surrogate left to break the UTF-8 file
+    document = ET.fromstring(text.split("\n", 1)[1])
+    names = [case.get("name") for case in document.iter("testcase")]
+    assert names == ["test_c[\\x01\\x1b[31m\\x00\\x0c]", "test_c[\\x02]", "test_s[\\ud800]"]
+    failure = next(document.iter("failure"))
+    assert failure.get("message") == "bad \\x1b msg"
+
+
+def test_a_run_that_started_no_test_keeps_the_reports_it_would_replace(tmp_path: Path) -> None:
+    from testpool.report.files import write_reports
+
+    done = summary()
+    assert not done.ran_nothing
+    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    before = (tmp_path / "junit.xml").read_text()
+
+    stopped = RunSummary("r2", [TestResult("a::t", "a", Status.NOT_RUN), TestResult("a::c", "a", Status.CACHED)], 0.1, 1, "", error="port taken", error_exit=3)  # fmt: skip
+    assert stopped.ran_nothing
+    assert [p.name for p in write_reports(stopped, tmp_path)] == ["aborted-run.json"]
+    assert (tmp_path / "junit.xml").read_text() == before
+    assert "port taken" in (tmp_path / "aborted-run.json").read_text()
+
+    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    assert not (tmp_path / "aborted-run.json").exists()
+
+    everything_cached = RunSummary("r3", [TestResult("a::c", "a", Status.CACHED)], 0.1, 0, "")
+    assert not everything_cached.ran_nothing

@@ -100,3 +100,35 @@ def test_fingerprint_survives_moving_the_checkout(tmp_path: Path) -> None:
     assert fingerprint([tmp_path / "a" / "s.env"], salt, tmp_path / "a") == fingerprint(
         [tmp_path / "b" / "s.env"], salt, tmp_path / "b"
     )
+
+
+@pytest.mark.parametrize(
+    "secret", ["Tr0ub4dor\\&3", "pässwörd-€-🙂", "q\"uo'te\tand\\slash", "a b&c=d/e?f%g"]
+)
+def test_redactor_knows_escaped_forms_of_each_secret(secret: str) -> None:
+    import html
+    import json
+    import urllib.parse
+
+    redact = Redactor([secret])
+    forms = {
+        "as is": secret,
+        "repr": repr(secret),  # pytest's assertion rewriting shows 'Tr0ub4dor\\&3'
+        "ascii": ascii(secret),
+        "json": json.dumps(secret),
+        "json, unicode kept": json.dumps(secret, ensure_ascii=False),
+        "url": urllib.parse.quote(secret, safe=""),
+        "url, / kept": urllib.parse.quote(secret),
+        "form": urllib.parse.quote_plus(secret),
+        "html": html.escape(secret),
+    }
+    for name, form in forms.items():
+        shown = redact(f"AssertionError: assert {form} == 'x'")
+        assert "[secret]" in shown, name
+        leftover = shown.replace("[secret]", "")
+        assert secret not in leftover and form.strip("'\"") not in leftover, name
+
+
+def test_redactor_variants_never_hide_ordinary_text() -> None:
+    redact = Redactor(["Tr0ub4dor\\&3"])
+    assert redact("Tr0ub4dor and 3 and \\& alone") == "Tr0ub4dor and 3 and \\& alone"
