@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import shutil
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -134,11 +135,28 @@ class TmuxServer:
         dead, status, signal_number = [*proc.stdout[0].strip().split(":"), "", ""][:3]
         # tmux marks the pane dead when its terminal closes, and learns the status a moment
         # later, when it reaps the process.
-        if dead != "1" or not (status or signal_number):
+        if dead != "1":
+            return None
+        if not (status or signal_number):
+            self._nudge()
             return None
         if signal_number and signal_number != "0":
             return f"signal {signal_number}"
         return f"status {status}"
+
+    def _nudge(self) -> None:
+        """Make tmux reap its exited children now.
+
+        tmux closes a dead pane's terminal through libutempter, which runs a helper with
+        SIGCHLD set to its default for a moment; the pane's own SIGCHLD, if it lands in that
+        moment, is lost, and tmux only reaps the pane (and learns its exit status) at its next
+        SIGCHLD. One from us is harmless: tmux then looks for exited children.
+        """
+        proc = self._server.cmd("display-message", "-p", "#{pid}")
+        try:
+            os.kill(int(proc.stdout[0]), signal.SIGCHLD)
+        except (IndexError, ValueError, OSError):
+            pass
 
     def kill_session(self, session: str) -> None:
         self._server.cmd("kill-session", "-t", f"={session}")
