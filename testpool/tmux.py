@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import shutil
+import signal
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass

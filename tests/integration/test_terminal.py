@@ -94,7 +94,7 @@ def test_failure_summary_on_a_terminal_does_not_pass_escapes_through(project: Pr
     assert "beforeafter" in result.stdout.replace("\\x00", "")
     assert "[/oops]" in result.stdout
     # The test's own log keeps what the test printed.
-    log = next((project.root / "test-results" / "logs" / "tests").glob("*.log")).read_text()
+    log = next((project.root / "test-results" / "logs").glob("*/tests/*.log")).read_text()
     assert "\x1b[2J" in log
     project.assert_clean(result.run_id)
 
