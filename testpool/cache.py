@@ -306,17 +306,25 @@ def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str)
     seed = config.seed_path
     input_files = set(expand_globs(config.root, config.inputs))
     seed_files = set(walk_files(seed)) if seed else set()
+    templates = config.file_templates()
+    seed_digest = hasher.files(seed_files) if seed else "none"
+    if templates:
+        # What goes into a DATA_DIR: the seed, and the files rendered into it.
+        layout = json.dumps(dict(sorted(config.files.items())))
+        seed_digest = combine([seed_digest, layout, hasher.files(templates.values())])
     if config.helpers is not None:
         helper_files = set(expand_globs(config.root, config.helpers))
     else:
         # Server sources and seed data under the tests folder have reasons of their own.
-        helper_files = set(runner.helper_files()) - input_files - seed_files
+        helper_files = (
+            set(runner.helper_files()) - input_files - seed_files - set(templates.values())
+        )
     config_document = {**config.run_affecting(), **runner.config_inputs()}
     secrets_paths = [config.path(p) for p in config.secrets]
     return SharedInputs(
         helpers=hasher.files(helper_files),
         inputs=hasher.files(input_files),
-        seed=hasher.files(seed_files) if seed else "none",
+        seed=seed_digest,
         config=combine([json.dumps(config_document, sort_keys=True)]),
         secrets=fingerprint(secrets_paths, bytes.fromhex(salt), config.root)
         if secrets_paths

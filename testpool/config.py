@@ -11,11 +11,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from testpool.errors import ConfigError
@@ -54,6 +53,8 @@ class Config:
     keep_logs: int = 5
     pytest_mode: str = "session"
     pytest_args: tuple[str, ...] = ()
+    # destination under DATA_DIR -> template file (root-relative), rendered per worker
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def path(self, relative: str) -> Path:
         """A configured path, resolved against the project root."""
@@ -75,9 +76,9 @@ class Config:
     def results_path(self) -> Path:
         return self.path(self.results_dir)
 
-    def expand(self, command: str) -> str:
-        """Substitute ``{python}`` (the interpreter running testpool) in a command."""
-        return command.replace("{python}", sys.executable)
+    def file_templates(self) -> dict[str, Path]:
+        """``files``: each destination (relative to a ``DATA_DIR``) and its template's path."""
+        return {dest: self.path(source) for dest, source in self.files.items()}
 
     def port(self, worker: int) -> int:
         return self.port_base + worker
@@ -95,6 +96,7 @@ class Config:
             "pytest_mode": self.pytest_mode,
             "pytest_args": list(self.pytest_args),
             "health_path": self.health_path,
+            **({"files": dict(sorted(self.files.items()))} if self.files else {}),
         }
 
 
@@ -135,6 +137,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "keep_logs": ((int,), "a number of runs, at least 1"),
     "pytest_mode": ((str,), "'session' or 'process'"),
     "pytest_args": ((list,), "a list of strings"),
+    "files": ((dict,), "a table of paths in DATA_DIR to template files"),
 }
 
 _CONFIG_FIELDS = {f.name for f in fields(Config)} - {"root", "source"}
@@ -207,10 +210,11 @@ def parse_config(
             if not all(isinstance(item, str) for item in items):
                 raise ConfigError(f"{where}: '{key}' must be {_SCHEMA[key][1]}")
             values[key] = tuple(items)
-    if "env" in values:
-        bad = [name for name, v in values["env"].items() if not isinstance(v, str)]
-        if bad:
-            raise ConfigError(f"{where}: 'env.{bad[0]}' must be a string")
+    for key in ("env", "files"):
+        if key in values:
+            bad = [name for name, v in values[key].items() if not isinstance(v, str)]
+            if bad:
+                raise ConfigError(f"{where}: '{key}.{bad[0]}' must be a string")
     for key in ("health_interval", "startup_timeout", "test_timeout"):
         if key in values:
             values[key] = float(values[key])
@@ -252,6 +256,8 @@ def validate(config: Config, where: str = "config") -> None:
             raise ConfigError(f"{where}: 'run' must contain {{id}}")
     elif config.discover or config.run:
         raise ConfigError(f"{where}: 'discover' and 'run' only apply to runner = 'command'")
+    _check_placeholders(config, where)
+    _check_files(config, where)
     if config.data_seed is not None:
         seed = config.seed_path
         if seed is None or not seed.is_dir():
@@ -267,6 +273,50 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: 'cache_file' is a folder, not a file: {config.cache_file}")
     if config.results_path.exists() and not config.results_path.is_dir():
         raise ConfigError(f"{where}: 'results_dir' is not a folder: {config.results_dir}")
+
+
+def _check_placeholders(config: Config, where: str) -> None:
+    from testpool import placeholders
+
+    placeholders.check(config.server, where=where, key="server")
+    placeholders.check(config.health_path, where=where, key="health_path")
+    for name, value in config.env.items():
+        placeholders.check(value, where=where, key=f"env.{name}")
+    if config.run is not None:
+        placeholders.check(
+            config.run, where=where, key="run", allowed=(*placeholders.EVERYWHERE, "id")
+        )
+    if config.discover is not None:
+        placeholders.check(
+            config.discover, where=where, key="discover", allowed=(*placeholders.RUN_WIDE, "args")
+        )
+
+
+def _check_files(config: Config, where: str) -> None:
+    """Each ``files`` entry: a plain relative destination, and a UTF-8 template whose
+    placeholders are known."""
+    from testpool import placeholders
+
+    for dest, source in config.files.items():
+        key = f"files.{dest}"
+        parts = PurePosixPath(dest).parts
+        if not parts or PurePosixPath(dest).is_absolute() or ".." in parts or "\\" in dest:
+            raise ConfigError(
+                f"{where}: '{key}': the destination must be a path inside DATA_DIR "
+                "(relative, without '..')"
+            )
+        path = config.path(source)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except IsADirectoryError:
+            raise ConfigError(f"{where}: '{key}': {source} is a folder, not a file") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: '{key}': template not found: {source}") from None
+        except OSError as error:
+            raise ConfigError(f"{where}: '{key}': cannot read {source}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: '{key}': {source} is not UTF-8 text") from None
+        placeholders.check(text, where=where, key=key, source=source)
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from testpool.errors import ConfigError
@@ -47,6 +48,22 @@ def seed_data_dir(folder: Path, seed: Path | None) -> None:
         return
     for name, content in DEFAULT_FILES.items():
         (folder / name).write_text(content)
+
+
+def write_files(folder: Path, files: Mapping[str, str]) -> None:
+    """Write rendered ``files`` (destination relative to ``folder`` -> text) into a data folder,
+    replacing whatever the seed put there. Called after every seeding."""
+    for dest, text in files.items():
+        path = folder / dest
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink() or path.is_dir():
+                _remove_entry(path)
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"'files.{dest}' cannot be written into DATA_DIR: {error.strerror}"
+            ) from None
 
 
 def check_seed(seed: Path) -> str | None:

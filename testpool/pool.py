@@ -27,6 +27,7 @@ import httpx
 
 from testpool import procs
 from testpool.errors import (
+    ConfigError,
     InfrastructureError,
     PortInUseError,
     ServerExitedError,
@@ -34,7 +35,8 @@ from testpool.errors import (
 )
 from testpool.fsutil import tail
 from testpool.health import probe, wait_healthy
-from testpool.isolation import make_data_dir, remove_dir
+from testpool.isolation import make_data_dir, remove_dir, reseed_data_dir, write_files
+from testpool.placeholders import collection_values, render, render_env, uses_worker, worker_values
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.sanitize import block, squeeze_blank_lines
 from testpool.tmux import TMUX_VARIABLES, SpawnSpec, TmuxServer, log_pipe_command
@@ -194,6 +196,7 @@ class Pool:
         self._tmux: TmuxServer | None = None
         self._client = httpx.AsyncClient(trust_env=False)
         self._on_change: Callable[[Worker], None] = lambda worker: None
+        self._templates = _read_templates(self.config)
 
     @property
     def attach_hint(self) -> str:
@@ -217,7 +220,9 @@ class Pool:
         when the run was killed while tmux was still starting the workers.
         """
         env = {k: v for k, v in self.settings.base_environ.items() if k not in TMUX_VARIABLES}
-        env.update(self.config.env)
+        # An `env` value made of a worker's values gets its stand-in here, outside any worker
+        # (pytest collecting), and the worker's own value on the worker's session.
+        env.update(render_env(self.config.env, collection_values(self.settings.run_id)))
         env.update(self.settings.secrets)
         env[RUN_ID_VARIABLE] = self.settings.run_id
         return env
@@ -232,7 +237,24 @@ class Pool:
         }
         if "API_TOKEN" not in self.settings.secrets and "API_TOKEN" not in self.config.env:
             env["API_TOKEN"] = f"test-token-{index}"
+        values = self.values(index, data_dir)
+        for name, template in self.config.env.items():
+            if uses_worker(template) and name not in self.settings.secrets:
+                env[name] = render(template, values)
         return env
+
+    def values(self, index: int, data_dir: Path) -> dict[str, str]:
+        """Worker ``index``'s placeholder values (see :mod:`testpool.placeholders`)."""
+        return worker_values(self.settings.run_id, index, self.config.port(index), data_dir)
+
+    def command(self, worker: Worker) -> str:
+        """The server command of ``worker``, its placeholders filled in."""
+        values = self.values(worker.index, worker.data_dir)
+        return render(self.config.server, values, shell=True)
+
+    def health_url(self, worker: Worker) -> str:
+        values = self.values(worker.index, worker.data_dir)
+        return worker.base_url + render(self.config.health_path, values)
 
     def test_env(self, worker: Worker) -> dict[str, str]:
         """Everything a test on ``worker`` gets: the server's environment plus TEST_BASE_URL."""
@@ -249,7 +271,7 @@ class Pool:
         check_ports(ports)
         self._tmux = TmuxServer(self.socket_name)
         for index in range(count):
-            data_dir = make_data_dir(self.config.seed_path, self.settings.scratch)
+            data_dir = self._make_data_dir(index)
             fifo = self.settings.scratch / f"worker-{index}.fifo"
             log = WorkerLog(
                 self.settings.logs_dir / f"worker-{index}.log", fifo, self.settings.redact
@@ -272,14 +294,29 @@ class Pool:
     def _spec(self, worker: Worker) -> SpawnSpec:
         return SpawnSpec(
             session=worker.session,
-            command=self.config.expand(self.config.server),
+            command=self.command(worker),
             cwd=self.config.root,
             environment=worker.server_env,
             log_command=log_pipe_command(worker.log.fifo),
         )
 
-    def _make_data_dir(self) -> Path:
-        return make_data_dir(self.config.seed_path, self.settings.scratch)
+    def _make_data_dir(self, index: int) -> Path:
+        folder = make_data_dir(self.config.seed_path, self.settings.scratch)
+        self._write_files(index, folder)
+        return folder
+
+    def _write_files(self, index: int, folder: Path) -> None:
+        """Render the ``files`` templates into a worker's fresh or re-seeded ``DATA_DIR``."""
+        if self._templates:
+            values = self.values(index, folder)
+            write_files(
+                folder, {dest: render(text, values) for dest, text in self._templates.items()}
+            )
+
+    def reseed(self, worker: Worker) -> None:
+        """Empty and re-seed ``worker``'s ``DATA_DIR`` (``isolation = "test"``, between tests)."""
+        reseed_data_dir(worker.data_dir, self.config.seed_path)
+        self._write_files(worker.index, worker.data_dir)
 
     def _spawn(self, worker: Worker) -> None:
         """Start one server again (a restart)."""
@@ -291,7 +328,7 @@ class Pool:
 
     async def wait_ready(self, worker: Worker) -> None:
         """Wait until ``worker`` answers its health check; raise a full error if it does not."""
-        url = worker.base_url + self.config.health_path
+        url = self.health_url(worker)
         try:
             worker.startup_time = await wait_healthy(
                 self._client,
@@ -312,7 +349,7 @@ class Pool:
                 )
             raise type(error)(
                 f"worker {worker.index} (port {worker.port}) failed to start: {reason}; "
-                f"command: {self.config.expand(self.config.server)}",
+                f"command: {self.command(worker)}",
                 detail=printed,
             ) from None
         self.set_state(worker, WorkerState.IDLE)
@@ -346,9 +383,7 @@ class Pool:
         return worker.pane_pid > 0 and procs.pid_alive(worker.pane_pid)
 
     async def healthy(self, worker: Worker) -> bool:
-        return self.alive(worker) and await probe(
-            self._client, worker.base_url + self.config.health_path
-        )
+        return self.alive(worker) and await probe(self._client, self.health_url(worker))
 
     async def wait_for_death(self, worker: Worker) -> None:
         """Return when the worker's current server process exits."""
@@ -370,7 +405,7 @@ class Pool:
         self.set_state(worker, WorkerState.RESTARTING)
         worker.log.note(f"restarting the server ({reason})")
         self._drop_data_dir(worker.data_dir)
-        worker.data_dir = self._make_data_dir()
+        worker.data_dir = self._make_data_dir(worker.index)
         worker.server_env = self.worker_env(worker.index, worker.data_dir)
         self._spawn(worker)
         try:
@@ -414,6 +449,17 @@ class Pool:
             if worker.state != WorkerState.RETIRED:
                 worker.state = WorkerState.STOPPED
         await self._client.aclose()
+
+
+def _read_templates(config: Config) -> dict[str, str]:
+    """The ``files`` templates, read once per run (checked when the config was loaded)."""
+    templates = {}
+    for dest, path in config.file_templates().items():
+        try:
+            templates[dest] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"'files.{dest}': cannot read {path}: {error}") from None
+    return templates
 
 
 def check_ports(ports: list[int]) -> None:

@@ -26,7 +26,7 @@ from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
 from testpool.errors import CacheError, InfrastructureError, TestpoolError
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
-from testpool.isolation import reseed_data_dir
+from testpool.placeholders import collection_values, render_env
 from testpool.pool import Pool, PoolSettings, Worker, WorkerState
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.report.render import Board, WorkerView
@@ -199,7 +199,7 @@ class Run:
                 journal=journal,
             )
         )
-        base_env = {**os.environ, **self.config.env}
+        base_env = {**os.environ, **render_env(self.config.env, collection_values(self.run_id))}
         common_env = {**pool.global_env(), RUN_ID_VARIABLE: self.run_id}
         context = ExecContext(
             root=self.config.root,
@@ -265,7 +265,7 @@ class Run:
                 continue
             case = self.cases[task.test_id]
             if self.config.isolation == "test" and not fresh_data:
-                await asyncio.to_thread(reseed_data_dir, worker.data_dir, self.config.seed_path)
+                await asyncio.to_thread(self.pool.reseed, worker)
             fresh_data = False
             outcome, started = await self._attempt(worker, case)
             decision = scheduler.finish(worker.index, outcome.status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -137,7 +138,7 @@ class Project:
         for key, value in keys.items():
             if isinstance(value, dict):
                 lines.append(f"[{key}]")
-                lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
+                lines += [f"{_key(k)} = {_toml(v)}" for k, v in value.items()]
         (self.root / "testpool.toml").write_text("\n".join(lines) + "\n")
 
     # --- running ------------------------------------------------------------------------
@@ -276,6 +277,10 @@ class Project:
             wait_until(lambda: not self.leftovers(list(run_ids)), timeout=10, what="no leftovers")
         except AssertionError:
             raise AssertionError(f"left behind: {self.leftovers(list(run_ids))}") from None
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _toml(value: Any) -> str:

@@ -8,15 +8,16 @@ the test to that file for the cache.
 
 from __future__ import annotations
 
-import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import DiscoveryError, NoTestsError
 from testpool.execution import ProcessResult, decode, run_collector
 from testpool.fsutil import tail
+from testpool.placeholders import collection_values, render, render_env, run_values, worker_values
+from testpool.procs import RUN_ID_VARIABLE
 from testpool.results import Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.runners.process import ProcessPerTest
@@ -42,10 +43,11 @@ class CommandRunner:
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         assert self.config.discover is not None
-        command = self.config.expand(self.config.discover)
+        values = {**run_values(scope.run_id), "args": ""}
+        command = render(self.config.discover, values, shell=True, verbatim=("args",))
         try:
             returncode, output, errors = run_collector(
-                [SHELL, "-c", command], cwd=self.root, env=self._env(),
+                [SHELL, "-c", command], cwd=self.root, env=self._env(scope.run_id),
                 timeout=DISCOVERY_TIMEOUT, scope=scope,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
@@ -63,10 +65,11 @@ class CommandRunner:
             raise NoTestsError(f"the discover command printed no test ids: {command}")
         return list(seen.values())
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, run_id: str) -> dict[str, str]:
         import os
 
-        return {**os.environ, **self.config.env}
+        # No worker exists yet: per-worker values in `env` get their stand-ins.
+        return {**os.environ, **render_env(self.config.env, collection_values(run_id))}
 
     def _file_of(self, test_id: str) -> str:
         if "::" not in test_id:
@@ -129,15 +132,21 @@ class CommandExecutor:
         return {}
 
     def for_worker(self, worker: WorkerContext) -> WorkerExecutor:
-        return ProcessPerTest(self.context, worker, self._build, _interpret)
+        values = worker_values(
+            self.context.common_env[RUN_ID_VARIABLE], worker.index, worker.port, worker.data_dir
+        )
+        return ProcessPerTest(
+            self.context, worker, lambda case: self._build(case, values), _interpret
+        )
 
     async def close(self) -> None:
         return None
 
-    def _build(self, case: TestCase) -> tuple[Sequence[str], Path]:
+    def _build(self, case: TestCase, values: Mapping[str, str]) -> tuple[Sequence[str], Path]:
         assert self.runner.config.run is not None
-        template = self.runner.config.expand(self.runner.config.run)
-        return [SHELL, "-c", template.replace("{id}", shlex.quote(case.id))], self.runner.root
+        # One pass: an id holding "{port}" is never expanded (and is quoted for the shell).
+        command = render(self.runner.config.run, {**values, "id": case.id}, shell=True)
+        return [SHELL, "-c", command], self.runner.root
 
 
 def _interpret(case: TestCase, result: ProcessResult, output: str) -> tuple[Status, str]:

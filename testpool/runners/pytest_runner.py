@@ -24,6 +24,7 @@ from testpool.errors import DiscoveryError, NoTestsError
 from testpool.execution import CannotStart, decode, run_collector, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
+from testpool.placeholders import collection_values, render_env
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.runners.pytest_session import OUTCOMES, PytestSession, Zygote
@@ -67,7 +68,8 @@ class PytestRunner:
             *self.base_args(), "--collect-only", "-q",
             str(self.config.tests_path), *self.config.pytest_args,
         ]  # fmt: skip
-        env = collection_env({**os.environ, **self.config.env}, configured=self.config.env)
+        rendered = render_env(self.config.env, collection_values(scope.run_id))
+        env = collection_env({**os.environ, **rendered}, configured=self.config.env)
         env["TESTPOOL_COLLECT_FILE"] = str(collect_file)
         try:
             returncode, stdout, stderr = run_collector(

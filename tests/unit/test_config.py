@@ -73,10 +73,3 @@ def test_pyproject_without_table_is_skipped_when_searching(tmp_path: Path) -> No
 def test_paths_resolve_against_the_root(tmp_path: Path) -> None:
     config = make(tmp_path, results_dir="out")
     assert config.results_path == tmp_path / "out"  # type: ignore[attr-defined]
-
-
-def test_python_placeholder(tmp_path: Path) -> None:
-    import sys
-
-    config = make(tmp_path)
-    assert config.expand("{python} -m app") == f"{sys.executable} -m app"  # type: ignore[attr-defined]
