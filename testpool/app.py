@@ -48,7 +48,7 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
     """Discover, filter and decide per test whether the cache lets it be skipped.
 
     A discovery that has to start a process (pytest collecting) does so inside ``scope``."""
-    runner = make_runner(config)
+    runner = make_runner(config, options.runner_args)
     store = CacheStore(config.cache_path)
     data, warning = store.load()
     if warning:
@@ -69,7 +69,7 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
             cache_warning(error)
     hasher = FileHasher(config.root)
     cases, discovery_update = discover(runner, config, hasher, data, scope)
-    selected = select(cases, options.pattern)
+    selected = select(cases, options.patterns)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:

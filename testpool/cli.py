@@ -23,17 +23,37 @@ EXIT_CODES = """\b
 Exit codes:
   0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
-  2    usage or configuration error (including secrets, and a results_dir
-       that cannot be written)
+  2    usage or configuration error (including secrets, a results_dir that
+       cannot be written, -- ARGS the runner cannot use)
   3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
        a worker that did not start, every worker retired
-  5    no tests found, or none matched --file
+  5    no tests found, or none matched --file or the -- ARGS selection
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
 
 
+RUNNER_ARGS = "testpool.runner_args"
+
+
 class _Group(click.Group):
-    """A click group whose usage errors are one line: ``testpool: error: …`` (exit 2)."""
+    """A click group whose usage errors are one line: ``testpool: error: …`` (exit 2).
+
+    Everything after a ``--`` goes to the runner (``testpool -- -k slow``): it is taken off
+    before click parses, so no subcommand or option of ours ever sees it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ours, runner_args = split_runner_args(args, self._options_with_values())
+        ctx.meta[RUNNER_ARGS] = tuple(runner_args)
+        return super().parse_args(ctx, ours)
+
+    def _options_with_values(self) -> set[str]:
+        """Our option names that take a value: the value after one may be a literal ``--``."""
+        names: set[str] = set()
+        for command in (self, *self.commands.values()):
+            for param in command.params:
+                if isinstance(param, click.Option) and not param.is_flag and not param.count:
+                    names.update(param.opts)
+        return names
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -62,6 +82,39 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> f
     if not (math.isfinite(seconds) and seconds > 0):
         raise click.BadParameter(f"{value!r} is not a positive, finite number of seconds.")
     return seconds
+
+
+def split_runner_args(args: list[str], with_values: set[str]) -> tuple[list[str], list[str]]:
+    """``args`` before the first ``--`` that is not an option's value, and those after it."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return args[:index], args[index + 1 :]
+        if arg in with_values:
+            index += 1  # its value, whatever it looks like
+        elif arg.startswith("-") and not arg.startswith("--"):
+            # A cluster of short options (-xf PATTERN): a value-taking one ends it.
+            for position, letter in enumerate(arg[1:], start=1):
+                if f"-{letter}" in with_values:
+                    if position == len(arg) - 1:
+                        index += 1
+                    break
+        index += 1
+    return args, []
+
+
+class _Patterns(click.types.StringParamType):
+    """``--file`` values; from ``TESTPOOL_FILE``, one pattern per line (a pattern may hold
+    spaces)."""
+
+    name = "pattern"
+    envvar_list_splitter = "\n"
+
+
+def _runner_args(ctx: click.Context) -> tuple[str, ...]:
+    value = ctx.meta.get(RUNNER_ARGS, ())
+    return tuple(value)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -102,11 +155,13 @@ _config_option = click.option(
 _file_option = click.option(
     "-f",
     "--file",
-    "pattern",
+    "patterns",
     metavar="PATTERN",
+    multiple=True,
+    type=_Patterns(),
     envvar="TESTPOOL_FILE",
-    help="Only tests whose id (file path plus test name) contains PATTERN, ignoring case "
-    "[env: TESTPOOL_FILE].",
+    help="Only tests whose id (file path plus test name) contains PATTERN, ignoring case; "
+    "repeat it for any of several [env: TESTPOOL_FILE, one per line].",
 )
 _full_option = click.option(
     "--full",
@@ -176,7 +231,7 @@ _full_option = click.option(
 def cli(
     ctx: click.Context,
     workers: int | None,
-    pattern: str | None,
+    patterns: tuple[str, ...],
     full: bool,
     timeout: float | None,
     test_timeout: float | None,
@@ -192,13 +247,19 @@ def cli(
     Each worker is a dev server in its own tmux session, on its own port (port_base + N),
     with its own seeded DATA_DIR. Tests that passed before and whose inputs have not changed
     are skipped (see `testpool list`).
+
+    \b
+    testpool [OPTIONS] -- ARGS   choose tests the runner's way: ARGS go to pytest's
+                                 collection (-k EXPR, -m MARKERS, node ids), to go's
+                                 -run/-skip, or to a command runner's {args}
     """
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config_path": config_path}
         return ExitCode.OK
     options = RunOptions(
         full=full,
-        pattern=pattern,
+        patterns=patterns,
+        runner_args=_runner_args(ctx),
         verbose=verbose,
         retries=retries,
         max_failures=1 if exitfirst else max_failures,
@@ -231,16 +292,20 @@ def _inherited_config(ctx: click.Context, config_path: Path | None) -> Path | No
 @_config_option
 @click.pass_context
 def list_command(
-    ctx: click.Context, pattern: str | None, full: bool, config_path: Path | None
+    ctx: click.Context, patterns: tuple[str, ...], full: bool, config_path: Path | None
 ) -> int:
-    """List the tests that would run, and whether the cache would skip each, and why."""
+    """List the tests that would run, and whether the cache would skip each, and why.
+
+    `testpool list [OPTIONS] -- ARGS` lists the runner's selection, as a run would.
+    """
+    options = RunOptions(full=full, patterns=patterns, runner_args=_runner_args(ctx))
 
     def action() -> int:
         from testpool.app import list_tests
 
         config = _config(_inherited_config(ctx, config_path))
         out, err = make_consoles()
-        return list_tests(config, RunOptions(full=full, pattern=pattern), out, err)
+        return list_tests(config, options, out, err)
 
     return _guard(action)
 
@@ -256,6 +321,9 @@ def clean_command(ctx: click.Context, config_path: Path | None) -> int:
     is still the one the run recorded. Listeners on the worker ports that testpool did not
     start are reported and left alone. Safe to run any time; live runs are not touched.
     """
+
+    if _runner_args(ctx):
+        raise click.UsageError("clean takes no -- ARGS")
 
     def action() -> int:
         from testpool.app import clean

@@ -105,7 +105,8 @@ class RunOptions:
     """The per-invocation choices from the command line (not part of the config file)."""
 
     full: bool = False
-    pattern: str | None = None
+    patterns: tuple[str, ...] = ()  # --file, any of them
+    runner_args: tuple[str, ...] = ()  # `-- ARGS`: the runner's own test selection
     verbose: bool = False
     retries: int = 0
     max_failures: int | None = None

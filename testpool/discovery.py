@@ -8,6 +8,7 @@ recorded *results*, not this; delete the cache file to force a fresh collection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from testpool.errors import NoTestsError
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 def discover(
     runner: Runner, config: Config, hasher: FileHasher, data: CacheData, scope: RunScope
 ) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None]:
-    """The tests, and the discovery-cache update to record (None if nothing to record)."""
+    """The tests, and the discovery-cache update to record (None if nothing to record).
+
+    A selection (``-- ARGS``) is part of the runner's discovery key and has a slot of its
+    own: the whole suite's collection stays cached beside the latest selection's."""
     key = runner.discovery_key(hasher)
-    slot = f"{runner.name}:{config.tests}"
+    slot = f"{runner.name}:{config.tests}" + (" selection" if runner.selection else "")
     cached = data.discovery.get(slot)
     if key is not None and cached and cached.get("key") == key:
         try:
@@ -42,12 +46,14 @@ def discover(
     return cases, update
 
 
-def select(cases: list[TestCase], pattern: str | None) -> list[TestCase]:
-    """Tests whose id contains ``pattern``, case-insensitively. No match is an error (exit 5)."""
-    if not pattern:
+def select(cases: list[TestCase], patterns: Sequence[str]) -> list[TestCase]:
+    """Tests whose id contains any of ``patterns`` (``--file``), case-insensitively. No match
+    is an error (exit 5)."""
+    needles = [pattern.casefold() for pattern in patterns if pattern]
+    if not needles:
         return cases
-    needle = pattern.casefold()
-    chosen = [case for case in cases if needle in case.id.casefold()]
+    chosen = [case for case in cases if any(n in case.id.casefold() for n in needles)]
     if not chosen:
-        raise NoTestsError(f"no test id contains '{pattern}' (of {len(cases)} discovered)")
+        wanted = " or ".join(f"'{pattern}'" for pattern in patterns if pattern)
+        raise NoTestsError(f"no test id contains {wanted} (of {len(cases)} discovered)")
     return chosen

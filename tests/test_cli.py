@@ -33,6 +33,37 @@ def test_help_documents_every_option_and_exit_codes() -> None:
         assert option in result.output, option
 
 
+def test_help_documents_the_runner_args_and_repeated_file() -> None:
+    output = CliRunner().invoke(cli, ["--help"]).output
+    assert "testpool [OPTIONS] -- ARGS" in output
+    assert "repeat it for" in output and "one per" in output
+    assert "-- ARGS" in CliRunner().invoke(cli, ["list", "--help"]).output
+
+
+@pytest.mark.parametrize(
+    ("args", "ours", "theirs"),
+    [
+        (["-w", "2", "--", "-k", "x"], ["-w", "2"], ["-k", "x"]),
+        (["list", "--", "a", "--", "b"], ["list"], ["a", "--", "b"]),
+        (["-f", "--", "--", "-m", "m"], ["-f", "--"], ["-m", "m"]),  # a pattern "--"
+        (["-xf", "--", "--"], ["-xf", "--"], []),  # -x and -f PATTERN in one
+        (["-f--", "--", "y"], ["-f--"], ["y"]),  # -f with its value attached
+        (["--file=a", "--full"], ["--file=a", "--full"], []),
+    ],
+)
+def test_runner_args_are_split_at_the_first_double_dash_that_is_no_value(
+    args: list[str], ours: list[str], theirs: list[str]
+) -> None:
+    from testpool.cli import split_runner_args
+
+    assert split_runner_args(args, {"-f", "--file", "-w", "--workers"}) == (ours, theirs)
+
+
+def test_clean_takes_no_runner_args() -> None:
+    result = CliRunner().invoke(cli, ["clean", "--", "x"])
+    assert result.exit_code == 2
+
+
 def test_subcommand_help() -> None:
     for command in ("clean", "list"):
         result = CliRunner().invoke(cli, [command, "--help"])

@@ -87,13 +87,16 @@ class Executor(Protocol):
 
 class Runner(Protocol):
     name: str
+    selection: tuple[str, ...]  # `-- ARGS` from the command line (see make_runner)
 
     def discover(self, scope: RunScope) -> list[TestCase]:
-        """Every test under ``tests``, in discovery order. A process it starts runs inside
-        ``scope`` (see :func:`testpool.execution.run_collector`)."""
+        """Every test under ``tests`` (of the selection, if any), in discovery order. A process
+        it starts runs inside ``scope`` (see :func:`testpool.execution.run_collector`)."""
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
-        """A digest of everything discovery depends on, or None if it cannot be cached."""
+        """A digest of everything discovery depends on (the selection included), or None if
+        it cannot be cached. Never part of a test's own cache key: a test selected or not
+        has the same inputs."""
 
     def own_files(self, case: TestCase) -> list[Path]:
         """Files whose change reruns just this test (and the others defined with it)."""

@@ -8,15 +8,23 @@ the test to that file for the cache.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testpool.errors import DiscoveryError, NoTestsError
+from testpool.errors import ConfigError, DiscoveryError, NoTestsError
 from testpool.execution import ProcessResult, decode, run_collector
 from testpool.fsutil import tail
-from testpool.placeholders import collection_values, render, render_env, run_values, worker_values
+from testpool.placeholders import (
+    collection_values,
+    render,
+    render_env,
+    run_values,
+    used,
+    worker_values,
+)
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.results import Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
@@ -37,13 +45,19 @@ SHELL = "/bin/sh"
 class CommandRunner:
     name = "command"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, selection: tuple[str, ...] = ()) -> None:
         self.config = config
         self.root = config.root
+        self.selection = selection
+        if selection and "args" not in used(config.discover or ""):
+            raise ConfigError(
+                "-- ARGS go to the discover command through {args}, and 'discover' has none: "
+                "add {args} where they belong"
+            )
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         assert self.config.discover is not None
-        values = {**run_values(scope.run_id), "args": ""}
+        values = {**run_values(scope.run_id), "args": shlex.join(self.selection)}
         command = render(self.config.discover, values, shell=True, verbatim=("args",))
         try:
             returncode, output, errors = run_collector(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testpool.errors import InfrastructureError, NoTestsError
+from testpool.errors import ConfigError, InfrastructureError, NoTestsError
 from testpool.execution import ProcessResult, decode, run_process
 from testpool.hashing import combine, walk_files
 from testpool.procs import RUN_ID_VARIABLE
@@ -48,9 +49,11 @@ def find_go() -> str | None:
 class GoRunner:
     name = "go"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, selection: tuple[str, ...] = ()) -> None:
         self.config = config
         self.root = config.root
+        self.selection = selection
+        self._chosen = _go_selection(selection)
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         cases = []
@@ -64,7 +67,10 @@ class GoRunner:
             raise NoTestsError(
                 f"no Go tests (func TestXxx(t *testing.T)) under {self.config.tests}"
             )
-        return cases
+        chosen = [case for case in cases if self._chosen(case.id.rsplit("::", 1)[1])]
+        if not chosen:
+            raise NoTestsError(f"no tests selected by -- {shlex.join(self.selection)}")
+        return chosen
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
         return None  # a scan of the files is cheaper than a cache lookup
@@ -88,6 +94,65 @@ class GoRunner:
 
     def executor(self, context: ExecContext) -> Executor:
         return GoExecutor(self, context)
+
+
+def _go_selection(args: tuple[str, ...]) -> Callable[[str], bool]:
+    """``-run`` and ``-skip`` (also ``-test.run``, ``-run=X``) as ``go test`` applies them to
+    top-level tests: unanchored regular expressions; the part after an unbracketed ``/``
+    selects subtests, which testpool does not split (a whole top-level test runs)."""
+    run: re.Pattern[str] | None = None
+    skip: list[re.Pattern[str]] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        name, equals, value = arg.partition("=")
+        flag = name.lstrip("-").removeprefix("test.")
+        if not arg.startswith("-") or flag not in ("run", "skip"):
+            raise ConfigError(
+                f"-- {arg}: the go runner selects tests with -run REGEXP and -skip REGEXP only"
+            )
+        if not equals:
+            if not rest:
+                raise ConfigError(f"-- {arg}: needs a regular expression")
+            value = rest.pop(0)
+        parts = _split_unbracketed(value)
+        try:
+            compiled = re.compile(parts[0])
+        except re.error as error:
+            raise ConfigError(f"-- {name} {value}: not a regular expression ({error})") from None
+        if flag == "run":
+            run = compiled
+        elif len(parts) == 1:  # a -skip naming subtests skips no top-level test
+            skip.append(compiled)
+
+    def chosen(test: str) -> bool:
+        if run is not None and not run.search(test):
+            return False
+        return not any(pattern.search(test) for pattern in skip)
+
+    return chosen
+
+
+def _split_unbracketed(pattern: str) -> list[str]:
+    """Split a ``go test -run`` pattern at the slashes outside brackets and parentheses."""
+    parts, current, depth = [], "", 0
+    escaped = False
+    for char in pattern:
+        if escaped:
+            current, escaped = current + char, False
+            continue
+        if char == "\\":
+            escaped = True
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth = max(0, depth - 1)
+        elif char == "/" and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    return [*parts, current]
 
 
 def _package_key(case: TestCase) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testpool.errors import DiscoveryError, NoTestsError
+from testpool.errors import ConfigError, DiscoveryError, NoTestsError
 from testpool.execution import CannotStart, decode, run_collector, run_process
 from testpool.fsutil import tail
 from testpool.hashing import combine, walk_files
@@ -48,9 +49,10 @@ def _is_test_file(name: str) -> bool:
 class PytestRunner:
     name = "pytest"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, selection: tuple[str, ...] = ()) -> None:
         self.config = config
         self.root = config.root
+        self.selection = selection
 
     # --- discovery --------------------------------------------------------------------------
 
@@ -62,12 +64,21 @@ class PytestRunner:
             "--rootdir", str(self.root),
         ]  # fmt: skip
 
+    def targets(self) -> list[str]:
+        """What pytest collects: the tests folder, or the selection (``-- ARGS``).
+
+        With a selection, the folder goes in as ``testpaths``, which pytest uses only when the
+        arguments name no path or node id: pytest itself tells ``-k expr`` from ``tests/x.py``."""
+        if not self.selection:
+            return [str(self.config.tests_path), *self.config.pytest_args]
+        folder = os.path.relpath(self.config.tests_path, self.root)
+        return [
+            "-o", f"testpaths={shlex.quote(folder)}", *self.config.pytest_args, *self.selection
+        ]  # fmt: skip
+
     def discover(self, scope: RunScope) -> list[TestCase]:
         collect_file = scope.folder() / "collect.json"
-        argv = [
-            *self.base_args(), "--collect-only", "-q",
-            str(self.config.tests_path), *self.config.pytest_args,
-        ]  # fmt: skip
+        argv = [*self.base_args(), "--collect-only", "-q", *self.targets()]
         rendered = render_env(self.config.env, collection_values(scope.run_id))
         env = collection_env({**os.environ, **rendered}, configured=self.config.env)
         env["TESTPOOL_COLLECT_FILE"] = str(collect_file)
@@ -79,6 +90,8 @@ class PytestRunner:
             raise DiscoveryError("pytest collection took too long") from None
         output = decode(stdout + stderr).strip()
         if returncode == 5:
+            if self.selection:
+                raise NoTestsError(f"no tests selected by -- {shlex.join(self.selection)}")
             raise NoTestsError(f"pytest collected no tests under {self.config.tests}")
         try:
             collected = json.loads(collect_file.read_text())
@@ -94,7 +107,22 @@ class PytestRunner:
         for nodeid, module_file, defined_in in collected["items"]:
             sources = (defined_in,) if defined_in and defined_in != module_file else ()
             cases.append(TestCase(nodeid, module_file, sources))
+        self._check_inside(cases)
         return cases
+
+    def _check_inside(self, cases: list[TestCase]) -> None:
+        """The workers' pytest collects the tests folder: a selection must stay inside it."""
+        outside = [
+            case.id
+            for case in cases
+            if case.file and not self.config.path(case.file).is_relative_to(self.config.tests_path)
+        ]
+        if outside:
+            raise ConfigError(
+                f"-- {shlex.join(self.selection)} selected tests outside '{self.config.tests}' "
+                f"({', '.join(outside[:3])}{', …' if len(outside) > 3 else ''}): testpool runs "
+                f"the tests under '{self.config.tests}' only"
+            )
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
         parts = [
@@ -105,6 +133,8 @@ class PytestRunner:
             json.dumps(dict(sorted(self.config.env.items()))),
             sys.version,
         ]
+        if self.selection:
+            parts.append(json.dumps(list(self.selection)))
         return combine(parts)
 
     # --- cache inputs -----------------------------------------------------------------------
