@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 VERSION = 1
 # The order in which a changed input is named as the reason to rerun.
-COMPONENTS = ("test", "helpers", "inputs", "seed", "config", "secrets")
+COMPONENTS = ("test", "shared", "helpers", "inputs", "seed", "config", "secrets")
 REASONS = {
     "test": "test file changed",
+    "shared": "shared test code changed",
     "helpers": "helpers changed",
     "inputs": "inputs changed",
     "seed": "data seed changed",
@@ -347,6 +348,7 @@ def fingerprint_of(
 ) -> dict[str, str]:
     return {
         "test": hasher.files(runner.own_files(case)),
+        "shared": runner.shared_digest(case, hasher),
         "helpers": shared.helpers,
         "inputs": shared.inputs,
         "seed": shared.seed,

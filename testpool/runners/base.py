@@ -101,6 +101,11 @@ class Runner(Protocol):
     def own_files(self, case: TestCase) -> list[Path]:
         """Files whose change reruns just this test (and the others defined with it)."""
 
+    def shared_digest(self, case: TestCase, hasher: FileHasher) -> str:
+        """A digest of the shared test code this test can run (a pytest module's conftests
+        and the helper modules it imports; the code of a Go package's other test files):
+        its change reruns the tests that use it, not every test."""
+
     def helper_files(self) -> list[Path]:
         """Files whose change reruns everything, when ``helpers`` is not configured."""
 

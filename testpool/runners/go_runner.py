@@ -24,6 +24,7 @@ from testpool.hashing import combine, walk_files
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.runners.go_source import go_test_names, mentions, shared_text
 from testpool.runners.process import ProcessPerTest
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from testpool.runners.base import Executor, WorkerExecutor
     from testpool.state import RunScope
 
-# `TestMain(m *testing.M)` does not match: it takes *testing.M.
-_TEST_FUNC = re.compile(r"^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*\w+\s+\*testing\.T\s*\)", re.M)
 BUILD_TIMEOUT = 600.0
 
 
@@ -54,6 +53,7 @@ class GoRunner:
         self.root = config.root
         self.selection = selection
         self._chosen = _go_selection(selection)
+        self._shared: dict[Path, str] = {}
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         cases = []
@@ -61,7 +61,7 @@ class GoRunner:
             if not path.name.endswith("_test.go"):
                 continue
             relative = path.relative_to(self.root).as_posix()
-            for name in _TEST_FUNC.findall(path.read_text(errors="replace")):
+            for name in go_test_names(path.read_text(errors="replace")):
                 cases.append(TestCase(f"{relative}::{name}", relative))
         if not cases:
             raise NoTestsError(
@@ -76,9 +76,16 @@ class GoRunner:
         return None  # a scan of the files is cheaper than a cache lookup
 
     def own_files(self, case: TestCase) -> list[Path]:
-        # Tests of one package share its _test.go files (helpers, TestMain): all count.
+        return [self.root / case.file]
+
+    def shared_digest(self, case: TestCase, hasher: FileHasher) -> str:
+        """The package's shared test code: its ``_test.go`` files without the test bodies
+        (see :mod:`testpool.runners.go_source`)."""
         package = (self.root / case.file).parent
-        return sorted(package.glob("*_test.go"))
+        digest = self._shared.get(package)
+        if digest is None:
+            digest = self._shared[package] = _package_digest(package)
+        return digest
 
     def helper_files(self) -> list[Path]:
         tests = self.config.tests_path
@@ -94,6 +101,19 @@ class GoRunner:
 
     def executor(self, context: ExecContext) -> Executor:
         return GoExecutor(self, context)
+
+
+def _package_digest(package: Path) -> str:
+    texts = {}
+    for path in sorted(package.glob("*_test.go")):
+        try:
+            texts[path.name] = path.read_text(errors="replace")
+        except OSError as error:
+            texts[path.name] = f"unreadable:{error.errno}"
+    named = mentions("\n".join(texts.values()))
+    return combine(
+        part for name, text in texts.items() for part in (name, shared_text(text, named))
+    )
 
 
 def _go_selection(args: tuple[str, ...]) -> Callable[[str], bool]:

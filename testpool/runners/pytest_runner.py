@@ -28,6 +28,7 @@ from testpool.hashing import combine, walk_files
 from testpool.placeholders import collection_values, render_env
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
+from testpool.runners.pytest_deps import ImportGraph
 from testpool.runners.pytest_session import OUTCOMES, PytestSession, Zygote
 from testpool.workerenv import collection_env
 
@@ -53,6 +54,8 @@ class PytestRunner:
         self.config = config
         self.root = config.root
         self.selection = selection
+        self._graph: ImportGraph | None = None
+        self._shared: dict[tuple[Path, ...], str] = {}
 
     # --- discovery --------------------------------------------------------------------------
 
@@ -127,7 +130,7 @@ class PytestRunner:
     def discovery_key(self, hasher: FileHasher) -> str | None:
         parts = [
             hasher.tree(self.config.tests_path),
-            hasher.files(self.helper_files()),  # conftest.py files above `tests`, ini files
+            hasher.files(self._outside_files()),  # conftest.py files above `tests`, ini files
             json.dumps(self.config_inputs(), sort_keys=True),
             json.dumps(list(self.config.pytest_args)),
             json.dumps(dict(sorted(self.config.env.items()))),
@@ -142,18 +145,41 @@ class PytestRunner:
     def own_files(self, case: TestCase) -> list[Path]:
         return [self.root / name for name in (case.file, *case.sources) if name]
 
+    def shared_digest(self, case: TestCase, hasher: FileHasher) -> str:
+        """The conftests, packages and local helper modules the test's module can run."""
+        files = tuple(self.graph.dependencies(self.own_files(case)))
+        digest = self._shared.get(files)  # many modules share the same conftests and helpers
+        if digest is None:
+            digest = self._shared[files] = hasher.files(files)
+        return digest
+
+    @property
+    def graph(self) -> ImportGraph:
+        if self._graph is None:
+            self._graph = ImportGraph(self.root, self.config.tests_path)
+        return self._graph
+
     def helper_files(self) -> list[Path]:
+        """What no test's import analysis accounts for: data files, and Python files no test
+        module imports (a plugin, a script a test runs), plus pytest's configuration."""
         tests = self.config.tests_path
-        helpers = [path for path in walk_files(tests) if not _is_test_file(path.name)]
-        # conftest.py files between the root and the tests folder apply too.
-        for folder in tests.parents:
+        test_modules: list[Path] = []
+        helpers: list[Path] = []
+        for path in walk_files(tests):
+            (test_modules if _is_test_file(path.name) else helpers).append(path)
+        used: set[Path] = set()
+        for module in test_modules:
+            used.update(self.graph.dependencies([module]))
+        return [path for path in helpers if path not in used] + self._outside_files()
+
+    def _outside_files(self) -> list[Path]:
+        """conftest.py files between the root and the tests folder, and pytest's ini files."""
+        files = []
+        for folder in self.config.tests_path.parents:
             if folder == self.root or not folder.is_relative_to(self.root):
                 break
-            helpers.append(folder / "conftest.py")
-        return helpers + self._root_ini_files()
-
-    def _root_ini_files(self) -> list[Path]:
-        return [self.root / name for name in INI_FILES]
+            files.append(folder / "conftest.py")
+        return files + [self.root / name for name in INI_FILES]
 
     def config_inputs(self) -> dict[str, Any]:
         pyproject = self.root / "pyproject.toml"

@@ -66,12 +66,31 @@ def test_editing_one_test_file_reruns_exactly_its_tests(project: Project) -> Non
     assert _ran(result.statuses) == {"tests/test_beta.py::test_b1", "tests/test_beta.py::test_b2"}
 
 
-def test_editing_a_helper_reruns_everything(project: Project) -> None:
+def test_editing_a_helper_reruns_the_tests_that_import_it(project: Project) -> None:
     _suite(project)
     project.run()
     project.write("tests/helpers.py", "GREETING = 'hello'\n")
+    listed = project.run("list").listing
+    assert listed["tests/test_alpha.py::test_a1"] == ("run", "shared test code changed")
+    assert listed["tests/test_beta.py::test_b1"] == ("cached", "unchanged")
+    assert _ran(project.run().statuses) == {
+        "tests/test_alpha.py::test_a1",
+        "tests/test_alpha.py::test_a2",
+    }
+
+
+def test_editing_a_data_file_or_the_conftest_reruns_everything(project: Project) -> None:
+    _suite(project)
+    project.write("tests/data/sample.json", "{}\n")
+    project.run()
+    project.write("tests/data/sample.json", '{"a": 1}\n')
     assert {v for v in project.run("list").listing.values()} == {("run", "helpers changed")}
     assert _ran(project.run().statuses) == ALL
+    with (project.root / "tests" / "conftest.py").open("a") as handle:
+        handle.write("# edited\n")
+    assert {v for v in project.run("list").listing.values()} == {
+        ("run", "shared test code changed")
+    }
 
 
 def test_editing_a_server_source_reruns_everything(project: Project) -> None:

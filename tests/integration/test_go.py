@@ -82,12 +82,13 @@ def test_go_suite_runs(project: Project) -> None:
     assert "expected 1, got 2" in result.stdout
     project.assert_clean(result.run_id)
 
-    # A second run skips the passed tests; a change to the package reruns its tests.
+    # A second run skips the passed tests; a change to the package's shared test code reruns
+    # its tests.
     assert set(project.run("list").listing.values()) >= {("cached", "unchanged")}
     project.write("tests/helpers_test.go", GO_HELPERS + "\n// edited\n")
     assert project.run("list").listing["tests/api_test.go::TestHealth"] == (
         "run",
-        "test file changed",
+        "shared test code changed",
     )
 
 

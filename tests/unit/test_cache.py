@@ -71,6 +71,7 @@ def test_anything_but_a_pass_runs_again(status: Status, reason: str) -> None:
     ("component", "reason"),
     [
         ("test", "test file changed"),
+        ("shared", "shared test code changed"),
         ("helpers", "helpers changed"),
         ("inputs", "inputs changed"),
         ("seed", "data seed changed"),
