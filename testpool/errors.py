@@ -12,6 +12,7 @@
         ├── PortInUseError
         └── WorkerStartError
             ├── ServerExitedError  the server process died before it was healthy
+            ├── WrongAddressError  it listens on another port or address than its own
             └── HealthTimeoutError it never answered within startup_timeout
 
 Each error's ``str()`` is the one line the CLI prints; the CLI is the single place that turns
@@ -88,6 +89,10 @@ class WorkerStartError(InfrastructureError):
 
 class ServerExitedError(WorkerStartError):
     """The dev server process exited before it answered its health check."""
+
+
+class WrongAddressError(WorkerStartError):
+    """The dev server listens, but not where testpool probes it (another port or address)."""
 
 
 class HealthTimeoutError(WorkerStartError):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import httpx
 
-from testpool.errors import HealthTimeoutError, ServerExitedError
+from testpool.errors import HealthTimeoutError, ServerExitedError, WrongAddressError
 
 # One probe may not hang longer than this even when the deadline is far away.
 PROBE_TIMEOUT = 2.0
@@ -26,6 +26,7 @@ async def wait_healthy(
     timeout: float,
     is_alive: Callable[[], bool],
     wake: asyncio.Event | None = None,
+    diagnose: Callable[[], str | None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> float:
     """Poll ``url`` every ``interval`` seconds until it answers HTTP 200; return the time taken.
@@ -35,8 +36,10 @@ async def wait_healthy(
     after 30 ms is seen after 30 ms, not at the next 200 ms tick.
 
     Raises :class:`ServerExitedError` as soon as ``is_alive()`` says the server is gone (no
-    waiting out the timeout for a process that already died) and :class:`HealthTimeoutError`
-    when ``timeout`` passes. The caller adds the worker's name and log tail to the message.
+    waiting out the timeout for a process that already died), :class:`WrongAddressError` as
+    soon as ``diagnose()`` (asked after every failed probe) names a mistake, and
+    :class:`HealthTimeoutError` when ``timeout`` passes, saying what the last probe got. The
+    caller adds the worker's name and log tail to the message.
     """
     started = clock()
     deadline = started + timeout
@@ -57,11 +60,28 @@ async def wait_healthy(
         else:
             if response.status_code == 200:
                 return clock() - started
-            last_problem = f"HTTP {response.status_code}"
+            last_problem = answered(response)
+        if diagnose is not None and (problem := diagnose()):
+            raise WrongAddressError(problem)
         # Keep the cadence: the next probe starts `interval` after this one started.
         pause = min(interval - (clock() - tick), deadline - clock())
         if pause > 0:
             await _pause(pause, wake)
+
+
+def answered(response: httpx.Response) -> str:
+    """A health answer that is not 200, for the error message: a redirect shows where to."""
+    path = response.request.url.raw_path.decode("ascii", "replace")
+    text = f"{path} answered HTTP {response.status_code}"
+    if response.is_redirect:
+        where = response.headers.get("location", "")
+        return (
+            f"{text}, a redirect to {where}: health_path must answer 200 itself (testpool does "
+            "not follow redirects)"
+        )
+    if response.status_code in (404, 405):
+        return f"{text}: is health_path right?"
+    return text
 
 
 async def _pause(seconds: float, wake: asyncio.Event | None) -> None:

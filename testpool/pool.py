@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 import httpx
 
 from testpool import procs
+from testpool.diagnosis import Listener, PortWatch, timeout_hint
 from testpool.errors import (
     ConfigError,
+    HealthTimeoutError,
     InfrastructureError,
     PortInUseError,
     ServerExitedError,
@@ -329,6 +331,7 @@ class Pool:
     async def wait_ready(self, worker: Worker) -> None:
         """Wait until ``worker`` answers its health check; raise a full error if it does not."""
         url = self.health_url(worker)
+        watch = PortWatch(lambda: self.listeners(worker), worker.port)
         try:
             worker.startup_time = await wait_healthy(
                 self._client,
@@ -337,10 +340,14 @@ class Pool:
                 timeout=self.config.startup_timeout,
                 is_alive=lambda: self.alive(worker),
                 wake=worker.log.activity,
+                diagnose=watch.check,
             )
         except WorkerStartError as error:
             printed = self.log_tail(worker)
             reason = error.message
+            if isinstance(error, HealthTimeoutError):
+                hint = timeout_hint(self.listeners(worker), worker.port)
+                reason = f"{reason}; {hint}" if hint else reason
             if isinstance(error, ServerExitedError):
                 how = await self._exit_status(worker)
                 ended = f"the server exited with {how}" if how else "the server exited"
@@ -353,6 +360,14 @@ class Pool:
                 detail=printed,
             ) from None
         self.set_state(worker, WorkerState.IDLE)
+
+    def listeners(self, worker: Worker) -> list[Listener]:
+        """Where the worker's server processes listen (its tmux pane leads their session)."""
+        if worker.pane_pid <= 0:
+            return []
+        return [
+            Listener(port, address) for address, port in procs.session_listeners(worker.pane_pid)
+        ]
 
     async def _exit_status(self, worker: Worker) -> str | None:
         """How the worker's server ended, as tmux saw it (tmux may take a moment to notice)."""

@@ -203,6 +203,27 @@ def listeners(ports: Iterable[int]) -> dict[int, str]:
     return found
 
 
+def session_listeners(leader: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the processes in the session (or process
+    group) that ``leader`` leads: a worker's server and whatever it started (npm's node)."""
+    found: list[tuple[str, int]] = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(proc.pid) != leader and os.getpgid(proc.pid) != leader:
+                continue
+            # net_connections since psutil 6; connections before.
+            connections = getattr(proc, "net_connections", None) or proc.connections
+            connections = connections(kind="tcp")
+        except (OSError, psutil.Error):
+            continue
+        found += [
+            (conn.laddr.ip, conn.laddr.port)
+            for conn in connections
+            if conn.status == psutil.CONN_LISTEN and conn.laddr
+        ]
+    return found
+
+
 async def watch_exit(pid: int, poll: float = 0.2) -> None:
     """Return when ``pid`` exits: at once through a pidfd where Linux offers one, else by polling."""
     try:
