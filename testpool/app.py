@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -26,7 +27,7 @@ from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
 from testpool.report.render import summary_renderables
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
-from testpool.sanitize import inline
+from testpool.sanitize import block, inline
 from testpool.state import RunScope
 
 if TYPE_CHECKING:
@@ -186,6 +187,29 @@ def list_tests(config: Config, options: RunOptions, out: Console, err: Console) 
             style="dim",
         )
     )
+    return ExitCode.OK
+
+
+def init_project(root: Path, out: Console, err: Console) -> int:
+    """``testpool init``: detect, write the configuration, add the .gitignore lines."""
+    from rich.text import Text as RichText
+
+    from testpool.scaffold import detect, update_gitignore, write_config
+
+    detected = detect(root)
+    written = write_config(root, detected)
+    header = "[tool.testpool]\n" if written.name == "pyproject.toml" else ""
+    say(out, f"testpool init: wrote this to {written.name}:")
+    out.print(RichText(block(header + detected.table()).rstrip("\n")), style="bold")
+    out.print(RichText("how it was found:", style="dim"))
+    for note in detected.notes:
+        say(out, f"  {note}", style="dim")
+    added = update_gitignore(root)
+    if added:
+        say(out, f"added to .gitignore: {', '.join(added)}")
+    if detected.server is None:
+        say(err, f"testpool init: warning: no server command found: set `server` in {written.name}")
+    say(out, "next: `testpool list` shows the tests and what would run; `testpool` runs them")
     return ExitCode.OK
 
 

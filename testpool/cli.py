@@ -24,7 +24,8 @@ Exit codes:
   0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
   2    usage or configuration error (including secrets, a results_dir that
-       cannot be written, -- ARGS the runner cannot use)
+       cannot be written, -- ARGS the runner cannot use; init: no tests, or a
+       configuration that exists already)
   3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
        a worker that did not start, every worker retired
   5    no tests found, or none matched --file or the -- ARGS selection
@@ -306,6 +307,29 @@ def list_command(
         config = _config(_inherited_config(ctx, config_path))
         out, err = make_consoles()
         return list_tests(config, options, out, err)
+
+    return _guard(action)
+
+
+@cli.command("init")
+@click.pass_context
+def init_command(ctx: click.Context) -> int:
+    """Write a first configuration for the project in the current folder.
+
+    Detects the tests folder and the runner (pytest, Go, or package.json's test tool through
+    the command runner), the server command and its health path, and adds [tool.testpool] to
+    pyproject.toml (the rest of the file is kept as it is) or writes testpool.toml where there
+    is no pyproject.toml. Adds test-results/ and .test-cache.json to .gitignore. Never
+    overwrites a configuration: an existing [tool.testpool] or testpool.toml is exit 2.
+    """
+    if _runner_args(ctx):
+        raise click.UsageError("init takes no -- ARGS")
+
+    def action() -> int:
+        from testpool.app import init_project
+
+        out, err = make_consoles()
+        return init_project(Path.cwd(), out, err)
 
     return _guard(action)
 

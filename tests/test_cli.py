@@ -65,7 +65,7 @@ def test_clean_takes_no_runner_args() -> None:
 
 
 def test_subcommand_help() -> None:
-    for command in ("clean", "list"):
+    for command in ("clean", "list", "init"):
         result = CliRunner().invoke(cli, [command, "--help"])
         assert result.exit_code == 0
         assert "Usage:" in result.output

@@ -86,10 +86,13 @@ class CommandRunner:
         return {**os.environ, **render_env(self.config.env, collection_values(run_id))}
 
     def _file_of(self, test_id: str) -> str:
-        if "::" not in test_id:
-            return ""
+        """The file a test id names: ``path::name``, or an id that is itself a file's path
+        (a runner whose tests are files)."""
         candidate = test_id.split("::", 1)[0]
-        return candidate if (self.root / candidate).is_file() else ""
+        try:
+            return candidate if (self.root / candidate).is_file() else ""
+        except OSError:  # a name too long to be a path
+            return ""
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
         return None  # the command may depend on anything: always ask it

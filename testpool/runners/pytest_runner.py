@@ -30,6 +30,7 @@ from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.runners.pytest_deps import ImportGraph
 from testpool.runners.pytest_session import OUTCOMES, PytestSession, Zygote
+from testpool.scaffold import JS_TEST
 from testpool.workerenv import collection_env
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class PytestRunner:
         ]  # fmt: skip
 
     def discover(self, scope: RunScope) -> list[TestCase]:
+        self._check_not_another_language()
         collect_file = scope.folder() / "collect.json"
         argv = [*self.base_args(), "--collect-only", "-q", *self.targets()]
         rendered = render_env(self.config.env, collection_values(scope.run_id))
@@ -112,6 +114,24 @@ class PytestRunner:
             cases.append(TestCase(nodeid, module_file, sources))
         self._check_inside(cases)
         return cases
+
+    def _check_not_another_language(self) -> None:
+        """A tests folder with no Python in it but Go or JavaScript tests: say which runner
+        it needs, rather than "pytest collected no tests"."""
+        tests = self.config.tests_path
+        names = [path.name for path in walk_files(tests)] if tests.is_dir() else [tests.name]
+        if any(name.endswith(".py") for name in names):
+            return
+        if any(name.endswith("_test.go") for name in names):
+            raise ConfigError(
+                f"'{self.config.tests}' holds Go tests (*_test.go) and no Python: set "
+                'runner = "go" (the runner is pytest unless the config says otherwise)'
+            )
+        if any(JS_TEST.search(name) for name in names):
+            raise ConfigError(
+                f"'{self.config.tests}' holds JavaScript/TypeScript tests and no Python: set "
+                'runner = "command" with discover and run (`testpool init` can write them)'
+            )
 
     def _check_inside(self, cases: list[TestCase]) -> None:
         """The workers' pytest collects the tests folder: a selection must stay inside it."""
