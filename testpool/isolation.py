@@ -22,18 +22,19 @@ from pathlib import Path
 from testpool.errors import ConfigError
 
 TEMP_PREFIX = "testpool-"
-DEFAULT_FILES = {"sites.jsonc": "[]\n", "stats.json": "{}\n"}
 
 
 def make_data_dir(seed: Path | None, parent: Path | None = None) -> Path:
-    """A fresh, seeded ``DATA_DIR`` (inside ``parent``, the run's folder, when given)."""
+    """A fresh ``DATA_DIR`` (inside ``parent``, the run's folder, when given), seeded from
+    ``seed``, or empty without one."""
     folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}data-", dir=parent))
     seed_data_dir(folder, seed)
     return folder
 
 
 def seed_data_dir(folder: Path, seed: Path | None) -> None:
-    """Fill ``folder`` from ``seed``, or with the default empty data files.
+    """Fill ``folder`` from ``seed`` (without one, it stays empty: what a server keeps in its
+    data folder is its own business).
 
     Symlinks in the seed are copied as what they point to: a link copied as a link would let
     every worker write through to one shared target.
@@ -45,9 +46,6 @@ def seed_data_dir(folder: Path, seed: Path | None) -> None:
             reason = _first_copy_error(error)
             raise ConfigError(f"data_seed {seed} cannot be copied: {reason}") from None
         folder.chmod(0o700)  # copytree copied the seed folder's own mode onto ours
-        return
-    for name, content in DEFAULT_FILES.items():
-        (folder / name).write_text(content)
 
 
 def write_files(folder: Path, files: Mapping[str, str]) -> None:

@@ -76,6 +76,7 @@ class Detected:
     run: str | None = None
     inputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    launches: str = ""  # what the server command runs in the end (an npm script's command)
 
     def table(self) -> str:
         """The configuration as TOML lines (the body of ``[tool.testpool]``)."""
@@ -125,7 +126,7 @@ def detect(root: Path) -> Detected:
         _js_runner(detected, package, candidate)
     _server(detected, root, package)
     _health(detected, root)
-    detected.inputs = _inputs(root, candidate, detected.server)
+    detected.inputs = _inputs(root, candidate, f"{detected.server or ''} {detected.launches}")
     return detected
 
 
@@ -198,6 +199,7 @@ def _server(detected: Detected, root: Path, package: dict[str, object]) -> None:
     for script in ("dev", "start", "serve"):
         if script in scripts:
             detected.server = "npm start" if script == "start" else f"npm run {script}"
+            detected.launches = scripts[script]
             detected.notes.append(f"server: package.json's {script!r} script ({scripts[script]})")
             return
     if (root / "manage.py").is_file():
@@ -245,7 +247,7 @@ def _health(detected: Detected, root: Path) -> None:
         detected.notes.append("health_path: no health route found in the code: using /")
 
 
-def _inputs(root: Path, tests: str, server: str | None) -> list[str]:
+def _inputs(root: Path, tests: str, command: str) -> list[str]:
     inputs = []
     test_top = Path(tests).parts[0]
     for name in SOURCE_GLOBS:
@@ -254,7 +256,7 @@ def _inputs(root: Path, tests: str, server: str | None) -> list[str]:
     for name in MANIFESTS:
         if (root / name).is_file():
             inputs.append(name)
-    for word in (server or "").split():
+    for word in command.split():
         if (root / word).is_file() and word not in inputs and "/" not in word:
             inputs.append(word)  # the server's own script (server.js, app.py)
     return inputs

@@ -119,7 +119,7 @@ def test_reseed_replaces_a_symlinked_data_dir_without_touching_its_target(
     reseed_data_dir(data, None)
 
     assert data.is_dir() and not data.is_symlink()
-    assert sorted(p.name for p in data.iterdir()) == ["sites.jsonc", "stats.json"]
+    assert list(data.iterdir()) == [], "no data_seed: an empty DATA_DIR"
     assert (outside / "keep").read_text() == "keep"
 
 
@@ -158,3 +158,9 @@ def test_a_seed_symlink_loop_is_named(tmp_path: Path) -> None:
     (seed / "loop").symlink_to(seed)
 
     assert check_seed(seed) is not None
+
+
+def test_without_a_seed_the_data_dir_is_empty(tmp_path: Path) -> None:
+    folder = make_data_dir(None, tmp_path)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert folder.stat().st_mode & 0o777 == 0o700
