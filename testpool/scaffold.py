@@ -225,7 +225,11 @@ def _server(detected: Detected, root: Path, package: dict[str, object]) -> None:
 
 
 def _health(detected: Detected, root: Path) -> None:
-    found: Counter[str] = Counter()
+    """The health route the server's code names most; the tests' code only if it names none
+    (a test's path may be relative to a base URL that has a prefix)."""
+    tests = root / detected.tests
+    in_code: Counter[str] = Counter()
+    in_tests: Counter[str] = Counter()
     for index, path in enumerate(_files(root)):
         if index >= MAX_SCANNED_FILES:
             break
@@ -237,14 +241,16 @@ def _health(detected: Detected, root: Path) -> None:
             text = path.read_text(errors="replace")
         except OSError:
             continue
+        found = in_tests if path.is_relative_to(tests) else in_code
         found.update(match[1] for match in _ROUTE.finditer(text))
-    if found:
-        best = max(found, key=lambda route: (found[route], -HEALTH_ROUTES.index(route)))
-        detected.health_path = best
-        detected.notes.append(f"health_path: {best} (named {found[best]} time(s) in the code)")
-    else:
-        detected.health_path = "/"
-        detected.notes.append("health_path: no health route found in the code: using /")
+    for found, where in ((in_code, "the code"), (in_tests, "the tests")):
+        if found:
+            best = max(found, key=lambda route: (found[route], -HEALTH_ROUTES.index(route)))
+            detected.health_path = best
+            detected.notes.append(f"health_path: {best} (named {found[best]} time(s) in {where})")
+            return
+    detected.health_path = "/"
+    detected.notes.append("health_path: no health route found in the code: using /")
 
 
 def _inputs(root: Path, tests: str, command: str) -> list[str]:
