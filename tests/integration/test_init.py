@@ -57,7 +57,7 @@ def test_init_on_a_node_project_with_pytest_tests_writes_a_config_that_runs(
         'server = "npm start"\n'
         'tests = "tests/e2e"\n'
         'health_path = "/api/health"\n'
-        'inputs = ["lib/**", "package.json"]\n'
+        'inputs = ["lib/**", "package.json", "server.js"]\n'
     )
     assert "server: package.json's 'start' script (node server.js)" in result.stdout
     assert (project.root / ".gitignore").read_text() == (
