@@ -124,8 +124,9 @@ class Project:
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
 
-    def config(self, **keys: Any) -> None:
-        """Write testpool.toml; ``server`` defaults to the fixture dev server."""
+    def config(self, *, config_file: str = "testpool.toml", **keys: Any) -> None:
+        """Write testpool.toml (or ``config_file``); ``server`` defaults to the fixture dev
+        server."""
         keys.setdefault("server", f"{{python}} {DEVSERVER}")
         keys.setdefault("port_base", self.port_base)
         keys.setdefault("tests", "tests")
@@ -138,7 +139,7 @@ class Project:
             if isinstance(value, dict):
                 lines.append(f"[{key}]")
                 lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
-        (self.root / "testpool.toml").write_text("\n".join(lines) + "\n")
+        (self.root / config_file).write_text("\n".join(lines) + "\n")
 
     # --- running ------------------------------------------------------------------------
 
