@@ -478,13 +478,12 @@ def _spread(project: Project, count: int, how: list[list[str]]) -> tuple[float, 
             f"workers = {MACHINE_WORKERS}\nport_base = {free_port_block(start=40000 + 10 * index)}\n"
             f'results_dir = "{name}-results"\ncache_file = "{name}.cache.json"\n'
         )
-        processes.append(
-            subprocess.Popen(
-                [PYTHON, "-m", "testpool", "--config", f"{name}.toml", *how[index]],
-                cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-        )
+        process = subprocess.Popen(
+            [PYTHON, "-m", "testpool", "--config", f"{name}.toml", *how[index]],
+            cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        processes.append(process)
     for process in processes:
         _, errors = process.communicate()
         if process.returncode != 0:
@@ -520,7 +519,9 @@ def bench_machines(root: Path, runs: int, results: dict[str, Any]) -> None:
                 ideal.append(work / (count * MACHINE_WORKERS))
                 ready.append(up)
                 wall, _, shard_up = _spread(
-                    project, count, [["--full", "--shard", f"{i + 1}/{count}"] for i in range(count)]
+                    project,
+                    count,
+                    [["--full", "--shard", f"{i + 1}/{count}"] for i in range(count)],
                 )
                 shard.append(wall)
                 shard_ready.append(shard_up)
@@ -553,7 +554,9 @@ def _queue_overhead(root: Path, url: str, runs: int) -> dict[str, float]:
     count = 1000
     ids = [f"t{n}" for n in range(count)]
     client.eval(SEED, len(KEYS), *keys, "d", count, 0, 0, 30000, "m", 3600, count, *ids, 0, 0)
-    attempt = json.dumps({"worker": 0, "status": "passed", "duration": 0, "started": 0, "finished": 0})
+    attempt = json.dumps(
+        {"worker": 0, "status": "passed", "duration": 0, "started": 0, "finished": 0}
+    )
     started = time.perf_counter()
     for _ in range(count):
         test_id, _n = client.eval(LEASE, len(KEYS), *keys, "m", 30000, 16, 3, 3600, "{}")
