@@ -689,8 +689,13 @@ def wait_for_build(
         except module.RedisError as error:
             raise InfrastructureError(f"Redis at {options.where} failed: {error}") from None
         if state is None:
-            raise ConfigError(f"Redis at {options.where} knows no build {options.build}")
-        if state.complete or time.monotonic() >= deadline:
+            # The report may start before any machine has filled the queue.
+            if time.monotonic() >= deadline:
+                raise InfrastructureError(
+                    f"no machine started build {options.build} at {options.where} "
+                    f"within {timeout:g} s"
+                )
+        elif state.complete or time.monotonic() >= deadline:
             return state
         time.sleep(poll)
 

@@ -334,3 +334,21 @@ def test_ctrl_c_gives_the_tests_it_held_back_to_the_queue(project: Project, redi
     finally:
         client.close()
     project.assert_clean()
+
+
+def test_report_waits_for_a_build_that_has_not_started_yet(
+    project: Project, redis_url: str
+) -> None:
+    _suite(project, 3)
+    project.config()
+    report = _popen(project, "report", *_queue(redis_url, "later"), "-o", "build-report")
+
+    assert project.run(*_queue(redis_url, "later")).returncode == 0
+    stdout, stderr = report.communicate(timeout=120)
+
+    assert report.returncode == 0, stdout + stderr
+    assert len(_report(project.root / "build-report")["tests"]) == 3
+    nobody = project.run("report", *_queue(redis_url, "never"), "--timeout", "1")
+    assert nobody.returncode == 3
+    assert "no machine started build never" in nobody.stderr
+    project.assert_clean()
