@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from testpool.config import Config
+    from testpool.distributed import QueueOptions
+    from testpool.queues import WorkQueue
     from testpool.runners.base import Runner
+    from testpool.shard import Shard
 
 
 @dataclass
@@ -133,9 +136,13 @@ def _run_in(
     started: float,
 ) -> RunSummary:
     prepared = prepare(config, options, err, scope)
-    to_run = [item for item in prepared.items if item.run]
-    cached = [item for item in prepared.items if not item.run]
-    order = [item.case.id for item in prepared.items]
+    if options.queue is not None:
+        return _run_on_queue(scope, config, options, prepared, out, started)
+    items, part = prepared.items, None
+    if options.shard is not None:
+        items, part = _my_shard(options.shard, prepared)
+    to_run = [item for item in items if item.run]
+    cached = [item for item in items if not item.run]
     if not to_run:
         return RunSummary(
             run_id=scope.run_id,
@@ -144,7 +151,24 @@ def _run_in(
             workers=0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             started_unix=time.time(),
+            part=part,
         )
+    summary = _run(scope, config, options, prepared, out, to_run=to_run, cached=cached)
+    summary.part = part
+    return summary
+
+
+def _run(
+    scope: RunScope,
+    config: Config,
+    options: RunOptions,
+    prepared: Prepared,
+    out: Console,
+    *,
+    to_run: list[PlanItem],
+    cached: list[PlanItem],
+    queue: WorkQueue | None = None,
+) -> RunSummary:
     # Imported here: a fully cached run needs neither asyncio, httpx nor tmux.
     import asyncio
 
@@ -159,15 +183,208 @@ def _run_in(
         prepared.runner,
         to_run=to_run,
         cached=cached,
-        order=order,
+        order=[item.case.id for item in prepared.items],
         durations=prepared.data.durations(),
         store=prepared.store,
         salt=prepared.data.salt,
         reporter=make_reporter(out),
         scope=scope,
         logs=logs,
+        queue=queue,
     )
     return asyncio.run(run.execute())
+
+
+def _my_shard(shard: Shard, prepared: Prepared) -> tuple[list[PlanItem], dict[str, Any]]:
+    """This machine's part of the suite (the same split on every machine: see testpool.shard)."""
+    from testpool.shard import assign
+
+    items = prepared.items
+    parts = assign(
+        [item.case.id for item in items],
+        shard.count,
+        prepared.data.durations(),
+        skipped={item.case.id for item in items if not item.run},
+    )
+    mine = set(parts[shard.index - 1])
+    part = {"kind": "shard", "index": shard.index, "count": shard.count, "suite": len(items)}
+    return [item for item in items if item.case.id in mine], part
+
+
+def _run_on_queue(
+    scope: RunScope,
+    config: Config,
+    options: RunOptions,
+    prepared: Prepared,
+    out: Console,
+    started: float,
+) -> RunSummary:
+    """Take tests from the build's queue in Redis (filling it first if this machine is the
+    first), then let every result of the build flow into this machine's cache."""
+    from testpool.distributed import RedisQueue, TestEntry, connect, fill_or_join
+
+    queue_options = options.queue
+    assert queue_options is not None
+    client = connect(queue_options)
+    try:
+        joined = fill_or_join(
+            client,
+            queue_options,
+            [TestEntry(i.case.id, i.case.file, i.run) for i in prepared.items],
+            prepared.data.durations(),
+            retries=options.retries,
+            max_failures=options.max_failures,
+        )
+        how = "filled the queue of" if joined.filled else "joined"
+        say(
+            out,
+            f"testpool: {how} build {queue_options.build} at {queue_options.where} as "
+            f"{queue_options.machine} ({joined.total} tests, {joined.finished} with a result)",
+        )
+        part = {"kind": "queue", "build": queue_options.build, "machine": queue_options.machine}
+        if joined.finished >= joined.total:
+            summary = RunSummary(
+                run_id=scope.run_id,
+                results=[],
+                wall_time=time.monotonic() - started,
+                workers=0,
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                started_unix=time.time(),
+            )
+        else:
+            queue = RedisQueue(
+                queue_options,
+                inputs={item.case.id: item.inputs for item in prepared.items},
+                files={item.case.id: item.case.file for item in prepared.items},
+            )
+            summary = _run(
+                scope, config, options, prepared, out,
+                to_run=list(prepared.items), cached=[], queue=queue,
+            )  # fmt: skip
+        summary.part = part
+        _learn_from_build(prepared.store, client, queue_options)
+        return summary
+    finally:
+        client.close()
+
+
+def _learn_from_build(store: CacheStore, client: Any, queue_options: QueueOptions) -> None:
+    """Record in this machine's cache the results other machines of the build got (each with
+    the input digests it ran against, so a test is only skipped here if this checkout has the
+    same inputs)."""
+    from testpool.cache import CacheEntry
+    from testpool.distributed import cache_entries, read_build
+
+    try:
+        state = read_build(client, queue_options.build)
+    except Exception:  # Redis gone: the run has reported that already
+        return
+    if state is None:
+        return
+    entries = {}
+    for test_id, raw in cache_entries(state, skip_origin=queue_options.machine).items():
+        try:
+            entries[test_id] = CacheEntry.from_dict({**raw, "secret_names": []})
+        except (KeyError, ValueError, TypeError):
+            continue
+    if entries:
+        try:
+            store.record(entries, salt=store.load()[0].salt)
+        except CacheError:
+            pass
+
+
+def merge_reports(
+    folders: list[Path],
+    output: Path | None,
+    caches: list[Path],
+    config: Config | None,
+    out: Console,
+    err: Console,
+    verbose: bool = False,
+) -> int:
+    """``testpool merge-reports``: one report from the parts' reports (and caches)."""
+    from testpool.report.merge import load_part, merge
+
+    summary = merge([load_part(folder) for folder in folders])
+    if caches:
+        if config is None:
+            raise ConfigError("--cache-from needs a project (a testpool config) to merge into")
+        merged = _merge_caches(CacheStore(config.cache_path), caches)
+        say(err, f"testpool: merged {merged} cache entr{'y' if merged == 1 else 'ies'}")
+    return _report(summary, _output_folder(output, config), config, out, err, verbose)
+
+
+def report_build(
+    queue: QueueOptions,
+    timeout: float,
+    output: Path | None,
+    config: Config | None,
+    out: Console,
+    err: Console,
+    verbose: bool = False,
+) -> int:
+    """``testpool report``: the reports and exit code of a whole --queue build."""
+    from testpool.distributed import build_summary, connect, wait_for_build
+
+    client = connect(queue)
+    try:
+        started = time.monotonic()
+        state = wait_for_build(client, queue, timeout)
+        summary = build_summary(state, queue.build, waited=time.monotonic() - started)
+        if config is not None:
+            _learn_from_build(CacheStore(config.cache_path), client, queue)
+    finally:
+        client.close()
+    return _report(summary, _output_folder(output, config), config, out, err, verbose)
+
+
+def _output_folder(output: Path | None, config: Config | None) -> Path:
+    if output is not None:
+        return output
+    return config.results_path if config is not None else Path("test-results").resolve()
+
+
+def _report(
+    summary: RunSummary,
+    folder: Path,
+    config: Config | None,
+    out: Console,
+    err: Console,
+    verbose: bool,
+) -> int:
+    root = config.root if config is not None else Path.cwd()
+    try:
+        written = write_reports(summary, folder)
+    except OSError as error:
+        raise ConfigError(f"cannot write the reports to {folder}: {error.strerror}") from None
+    shown = [display_path(path, root) for path in written]
+    for renderable in summary_renderables(summary, verbose=verbose, reports=shown):
+        out.print(renderable)
+    if summary.error:
+        print_error(err, summary.error, summary.error_detail)
+    return summary.exit_code()
+
+
+def _merge_caches(store: CacheStore, caches: list[Path]) -> int:
+    from testpool.cache import CacheEntry, parse
+
+    entries: dict[str, CacheEntry] = {}
+    for path in caches:
+        try:
+            data, warning = parse(path.read_bytes(), path.name)
+        except OSError as error:
+            raise ConfigError(f"--cache-from {path}: {error.strerror}") from None
+        if warning:
+            raise ConfigError(f"--cache-from {path}: {warning}")
+        for test_id, entry in data.tests.items():
+            if test_id not in entries or entries[test_id].ran_at < entry.ran_at:
+                entries[test_id] = entry
+    try:
+        store.record(entries, salt=store.load()[0].salt)
+    except CacheError as error:
+        raise ConfigError(error.message) from None
+    return len(entries)
 
 
 def list_tests(config: Config, options: RunOptions, out: Console, err: Console) -> int:

@@ -10,14 +10,18 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from testpool import __version__
 from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
-from testpool.errors import ExitCode, TestpoolError
+from testpool.errors import ConfigError, ExitCode, TestpoolError
 from testpool.report.console import make_consoles, print_error
+
+if TYPE_CHECKING:
+    from testpool.distributed import QueueOptions
+    from testpool.shard import Shard
 
 EXIT_CODES = """\b
 Exit codes:
@@ -27,7 +31,8 @@ Exit codes:
        cannot be written, -- ARGS the runner cannot use; init: no tests, or a
        configuration that exists already)
   3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
-       a worker that did not start, every worker retired
+       a worker that did not start, every worker retired, Redis unreachable or lost
+       (--queue), a build's results missing when `testpool report` gives up
   5    no tests found, or none matched --file or the -- ARGS selection
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
@@ -226,6 +231,42 @@ _full_option = click.option(
     help="Count flaky tests as failures (exit 1) [env: TESTPOOL_FAIL_ON_FLAKY].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the full output of failed tests.")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    envvar="TESTPOOL_SHARD",
+    help="Run only part I of N of the suite, split by recorded durations (the same split on "
+    "every machine given the same cache file); merge the parts' reports with "
+    "`testpool merge-reports` [env: TESTPOOL_SHARD].",
+)
+@click.option(
+    "--queue",
+    "queue_url",
+    metavar="URL",
+    envvar="TESTPOOL_QUEUE",
+    help="Take tests from a queue in Redis (redis://HOST:PORT/DB) shared by every machine "
+    "running the same --build; see `testpool report` [env: TESTPOOL_QUEUE].",
+)
+@click.option(
+    "--build",
+    metavar="ID",
+    envvar="TESTPOOL_BUILD",
+    help="The build the machines share (with --queue), e.g. the CI run's id [env: TESTPOOL_BUILD].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    envvar="TESTPOOL_RESUME",
+    help="Join a --build that already exists with other tests, or has finished [env: TESTPOOL_RESUME].",
+)
+@click.option(
+    "--lease-timeout",
+    callback=_seconds,
+    envvar="TESTPOOL_LEASE_TIMEOUT",
+    metavar="SECONDS",
+    help="With --queue: a test whose machine stops renewing its lease for this long goes to "
+    "another machine [env: TESTPOOL_LEASE_TIMEOUT; default: 30].",
+)
 @_config_option
 @click.version_option(__version__, "--version", prog_name="testpool")
 @click.pass_context
@@ -241,6 +282,11 @@ def cli(
     exitfirst: bool,
     fail_on_flaky: bool,
     verbose: bool,
+    shard: str | None,
+    queue_url: str | None,
+    build: str | None,
+    resume: bool,
+    lease_timeout: float | None,
     config_path: Path | None,
 ) -> int:
     """Run the end-to-end suite in parallel against isolated dev-server workers.
@@ -257,19 +303,22 @@ def cli(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config_path": config_path}
         return ExitCode.OK
-    options = RunOptions(
-        full=full,
-        patterns=patterns,
-        runner_args=_runner_args(ctx),
-        verbose=verbose,
-        retries=retries,
-        max_failures=1 if exitfirst else max_failures,
-        fail_on_flaky=fail_on_flaky,
-    )
+    runner_args = _runner_args(ctx)
 
     def action() -> int:
         from testpool.app import run_suite
 
+        options = RunOptions(
+            full=full,
+            patterns=patterns,
+            runner_args=runner_args,
+            verbose=verbose,
+            retries=retries,
+            max_failures=1 if exitfirst else max_failures,
+            fail_on_flaky=fail_on_flaky,
+            shard=_shard(shard),
+            queue=_queue(queue_url, build, resume, lease_timeout, shard),
+        )
         config = _config(
             config_path, workers=workers, startup_timeout=timeout, test_timeout=test_timeout
         )
@@ -277,6 +326,28 @@ def cli(
         return run_suite(config, options, out, err)
 
     return _guard(action)
+
+
+def _shard(text: str | None) -> Shard | None:
+    from testpool.shard import parse_shard
+
+    return parse_shard(text) if text else None
+
+
+def _queue(
+    url: str | None, build: str | None, resume: bool, lease: float | None, shard: str | None
+) -> QueueOptions | None:
+    if url is None and build is None:
+        if resume or lease is not None:
+            raise ConfigError("--resume and --lease-timeout only apply with --queue and --build")
+        return None
+    if url is None or build is None:
+        raise ConfigError("--queue and --build go together (the Redis URL, and the build id)")
+    if shard:
+        raise ConfigError("--shard and --queue are two ways to split a suite: pick one")
+    from testpool.distributed import QueueOptions
+
+    return QueueOptions(url, build, resume=resume, lease=lease if lease is not None else 30.0)
 
 
 def _inherited_config(ctx: click.Context, config_path: Path | None) -> Path | None:
@@ -362,6 +433,114 @@ def clean_command(ctx: click.Context, config_path: Path | None) -> int:
             config = None  # clean works outside a project too
         out, err = make_consoles()
         return clean(config, out, err)
+
+    return _guard(action)
+
+
+def _optional_config(ctx: click.Context, config_path: Path | None) -> Config | None:
+    """The project's config where there is one (commands that also work outside a project)."""
+    path = _inherited_config(ctx, config_path)
+    try:
+        return _config(path)
+    except ConfigError:
+        if path is not None:
+            raise
+        return None
+
+
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for junit.xml and report.json [default: the project's results_dir, or "
+    "./test-results outside a project].",
+)
+
+
+@cli.command("merge-reports")
+@click.argument(
+    "folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@_output_option
+@click.option(
+    "--cache-from",
+    "caches",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also merge this cache file (a part's .test-cache.json) into the project's cache; "
+    "may be given several times.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show the full output of failed tests.")
+@_config_option
+@click.pass_context
+def merge_reports_command(
+    ctx: click.Context,
+    folders: tuple[Path, ...],
+    output: Path | None,
+    caches: tuple[Path, ...],
+    verbose: bool,
+    config_path: Path | None,
+) -> int:
+    """Merge the reports of a suite's parts (--shard I/N) into one junit.xml and report.json.
+
+    Each FOLDER is a part's results_dir (its report.json, or aborted-run.json). A shard that
+    is missing, given twice, or split from another suite makes the merged report fail (exit 1)
+    with one line saying so. The exit code is the merged report's, as if one machine had run it.
+    """
+
+    def action() -> int:
+        from testpool.app import merge_reports
+
+        config = _optional_config(ctx, config_path)
+        out, err = make_consoles()
+        return merge_reports(list(folders), output, list(caches), config, out, err, verbose)
+
+    return _guard(action)
+
+
+@cli.command("report")
+@click.option(
+    "--queue", "queue_url", metavar="URL", envvar="TESTPOOL_QUEUE", required=True,
+    help="The Redis URL the machines used [env: TESTPOOL_QUEUE].",
+)  # fmt: skip
+@click.option(
+    "--build", metavar="ID", envvar="TESTPOOL_BUILD", required=True,
+    help="The build to report [env: TESTPOOL_BUILD].",
+)  # fmt: skip
+@click.option(
+    "--timeout",
+    callback=_seconds,
+    metavar="SECONDS",
+    help="Give up waiting for results after this long; tests without one are reported "
+    "not run and the exit code is 3 [default: 3600].",
+)
+@_output_option
+@click.option("-v", "--verbose", is_flag=True, help="Show the full output of failed tests.")
+@_config_option
+@click.pass_context
+def report_command(
+    ctx: click.Context,
+    queue_url: str,
+    build: str,
+    timeout: float | None,
+    output: Path | None,
+    verbose: bool,
+    config_path: Path | None,
+) -> int:
+    """Wait until every test of a --queue build has a result; write its reports, exit with its code.
+
+    Run it once, anywhere that reaches Redis (e.g. a last CI job), after the machines
+    started. It also records the build's results in the project's cache, where there is one.
+    """
+
+    def action() -> int:
+        from testpool.app import report_build
+        from testpool.distributed import QueueOptions
+
+        queue = QueueOptions(queue_url, build, machine="report")
+        config = _optional_config(ctx, config_path)
+        out, err = make_consoles()
+        return report_build(queue, timeout or 3600.0, output, config, out, err, verbose)
 
     return _guard(action)
 

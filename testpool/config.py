@@ -15,9 +15,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testpool.errors import ConfigError
+
+if TYPE_CHECKING:
+    from testpool.distributed import QueueOptions
+    from testpool.shard import Shard
 
 MAX_WORKERS = 8
 RUNNERS = ("pytest", "go", "command")
@@ -111,6 +115,8 @@ class RunOptions:
     retries: int = 0
     max_failures: int | None = None
     fail_on_flaky: bool = False
+    shard: Shard | None = None  # run only this part of the suite (--shard I/N)
+    queue: QueueOptions | None = None  # take tests from a queue shared by machines
 
 
 # key -> (accepted python types, human description)

@@ -64,9 +64,10 @@ class Attempt:
     started: float
     finished: float
     message: str = ""
+    origin: str = ""  # the machine it ran on, when a run spans machines
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "worker": self.worker,
             "status": self.status.value,
             "duration": round(self.duration, 4),
@@ -74,6 +75,9 @@ class Attempt:
             "finished": round(self.finished, 4),
             "message": self.message,
         }
+        if self.origin:
+            data["origin"] = self.origin
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attempt:
@@ -84,6 +88,7 @@ class Attempt:
             started=float(data["started"]),
             finished=float(data["finished"]),
             message=str(data.get("message", "")),
+            origin=str(data.get("origin", "")),
         )
 
 
@@ -102,9 +107,12 @@ class TestResult:
     log_path: str | None = None
     message: str = ""
     output: str = field(default="", compare=False)  # kept in memory for the summary only
+    # Where it ran when a run spans machines ("shard 2/4", "ci-runner-3 (pid 123)"); the
+    # worker and attempts' workers are that machine's.
+    origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "file": self.file,
             "status": self.status.value,
@@ -114,6 +122,9 @@ class TestResult:
             "log": self.log_path,
             "message": self.message,
         }
+        if self.origin:
+            data["origin"] = self.origin
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
@@ -126,6 +137,7 @@ class TestResult:
             attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts", [])),
             log_path=data.get("log"),
             message=str(data.get("message", "")),
+            origin=str(data.get("origin", "")),
         )
 
 
@@ -155,6 +167,11 @@ class RunSummary:
     error: str = ""
     error_detail: str = ""
     error_exit: int = 0
+    # This run as one part of a bigger one: {"kind": "shard", "index": 2, "count": 4,
+    # "suite": 120} or {"kind": "queue", "build": ..., "machine": ...}. None for a whole run.
+    part: dict[str, Any] | None = None
+    # A merged report: one entry per part it was merged from (origin, run id, exit code...).
+    parts: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> Counter[Status]:
         return Counter(result.status for result in self.results)
@@ -198,6 +215,8 @@ class RunSummary:
             "infra_events": list(self.infra_events),
             "worker_logs": {str(k): v for k, v in sorted(self.worker_logs.items())},
             "workers_detail": self.workers_detail,
+            **({"part": self.part} if self.part else {}),
+            **({"parts": self.parts} if self.parts else {}),
             "tests": [result.to_dict() for result in self.results],
         }
 
@@ -218,4 +237,6 @@ class RunSummary:
             infra_events=list(data.get("infra_events", [])),
             worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
             workers_detail=list(data.get("workers_detail", [])),
+            part=dict(data["part"]) if isinstance(data.get("part"), dict) else None,
+            parts=[dict(p) for p in data.get("parts", []) if isinstance(p, dict)],
         )

@@ -29,6 +29,7 @@ from testpool.fsutil import display_path, safe_filename
 from testpool.placeholders import collection_values, render_env
 from testpool.pool import Pool, PoolSettings, Worker, WorkerState
 from testpool.procs import RUN_ID_VARIABLE
+from testpool.queues import LocalQueue, WorkQueue
 from testpool.report.render import Board, WorkerView
 from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult, cached_result
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
@@ -66,7 +67,7 @@ class CacheRecorder:
         self._warned = False
 
     def add(self, result: TestResult) -> None:
-        if result.status in (Status.NOT_RUN, Status.CACHED):
+        if result.status in (Status.NOT_RUN, Status.CACHED) or result.id not in self.inputs:
             return
         self._pending[result.id] = CacheEntry(
             result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names
@@ -113,6 +114,7 @@ class Run:
         reporter: PlainReporter,
         scope: RunScope,
         logs: RunLogs,
+        queue: WorkQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -141,7 +143,9 @@ class Run:
         self.sessions: dict[int, WorkerExecutor] = {}
         self.executor: Executor | None = None
         self.pool: Pool | None = None
-        self.scheduler: Scheduler | None = None
+        # Where the tests come from: the embedded queue unless one shared by machines is given.
+        self.shared_queue = queue
+        self.queue: WorkQueue | None = None
         self._changed = asyncio.Event()
         self._ready_at: dict[int, float] = {}
         self._cleaning = False
@@ -227,12 +231,19 @@ class Run:
         for test_id, outcome in decided.items():
             self._finalize(self.cases[test_id], outcome.status, outcome, worker=None)
         remaining = [item.case.id for item in self.to_run if item.case.id not in decided]
-        self.scheduler = Scheduler(
-            remaining,
-            workers=[w.index for w in workers],
-            durations=self.durations,
-            retries=self.options.retries,
-            max_failures=self.options.max_failures,
+        if self.shared_queue is not None:
+            self.queue = self.shared_queue
+            await self.queue.start([w.index for w in workers])
+            await _all_or_nothing([self._consume(worker) for worker in workers])
+            return
+        self.queue = LocalQueue(
+            Scheduler(
+                remaining,
+                workers=[w.index for w in workers],
+                durations=self.durations,
+                retries=self.options.retries,
+                max_failures=self.options.max_failures,
+            )
         )
         await _all_or_nothing([self._consume(worker) for worker in workers])
 
@@ -251,25 +262,28 @@ class Run:
     # --- one consumer per worker -----------------------------------------------------------
 
     async def _consume(self, worker: Worker) -> None:
-        scheduler = self.scheduler
-        assert scheduler is not None and self.pool is not None
+        queue = self.queue
+        assert queue is not None and self.pool is not None
         fresh_data = True
         while True:
-            task = scheduler.next_for(worker.index)
+            task = await queue.next_for(worker.index)
             if task is None:
-                if scheduler.done or worker.index not in scheduler.live_workers:
+                if queue.done or worker.index not in queue.live_workers:
                     self._notify()
                     return
-                self._changed.clear()
-                await self._changed.wait()
+                await queue.wait(self._changed)
                 continue
-            case = self.cases[task.test_id]
-            if self.config.isolation == "test" and not fresh_data:
-                await asyncio.to_thread(self.pool.reseed, worker)
-            fresh_data = False
-            outcome, started = await self._attempt(worker, case)
-            decision = scheduler.finish(worker.index, outcome.status)
-            self._record_attempt(case, worker, outcome, started)
+            case = self.cases.get(task.test_id)
+            if case is None:  # from a shared queue: a test this machine did not discover
+                case = TestCase(task.test_id, "")
+                outcome, started = _not_discovered_here(), self.clock()
+            else:
+                if self.config.isolation == "test" and not fresh_data:
+                    await asyncio.to_thread(self.pool.reseed, worker)
+                fresh_data = False
+                outcome, started = await self._attempt(worker, case)
+            attempt = self._record_attempt(case, worker, outcome, started)
+            decision = await queue.finish(worker.index, task, outcome, attempt)
             if decision.final is not None:
                 self._finalize(case, decision.final, outcome, worker=worker.index)
             else:
@@ -280,10 +294,10 @@ class Run:
             self._notify()
             if not await self._worker_fit(worker, outcome):
                 if not await self._restart(worker, outcome):
-                    scheduler.retire_worker(worker.index)
+                    queue.retire_worker(worker.index)
                     self.infra_events.append(f"worker {worker.index} retired (server kept dying)")
-                    if not scheduler.live_workers:
-                        scheduler.stop()
+                    if not queue.live_workers:
+                        queue.stop()
                         self.error = InfrastructureError(
                             "every worker was retired after repeated server crashes; "
                             "see the worker logs"
@@ -356,7 +370,7 @@ class Run:
 
     def _record_attempt(
         self, case: TestCase, worker: Worker, outcome: Outcome, started: float
-    ) -> None:
+    ) -> Attempt:
         attempt = Attempt(
             worker=worker.index,
             status=outcome.status,
@@ -373,6 +387,7 @@ class Run:
         self.logs[case.id].append(
             "\n".join(filter(None, [header, outcome.message, outcome.output]))
         )
+        return attempt
 
     def _finalize(
         self, case: TestCase, status: Status, outcome: Outcome, *, worker: int | None
@@ -401,10 +416,10 @@ class Run:
 
     def _remaining_estimate(self) -> float | None:
         """Seconds of test time left, from recorded durations (None when none are known)."""
-        if self.scheduler is None or self.pool is None or not self.durations:
+        if self.queue is None or self.pool is None or not self.durations:
             return None
         default = sum(self.durations.values()) / len(self.durations)
-        estimate = sum(self.durations.get(t, default) for t in self.scheduler.pending)
+        estimate = sum(self.durations.get(t, default) for t in self.queue.pending)
         now = self.clock()
         for worker in self.pool.workers:
             if worker.current_test is not None:
@@ -422,7 +437,13 @@ class Run:
         )
         if self.error is not None:
             reason = "not run: " + self.error.message
-        for test_id in self.order:
+        if self.shared_queue is not None:
+            # Other machines report the rest of the build's tests.
+            known = set(self.order)
+            ordered = [t for t in self.order if t in self.results]
+            ordered += [t for t in self.results if t not in known]
+            results = [self.results[t] for t in ordered]
+        for test_id in [] if self.shared_queue is not None else self.order:
             if test_id in self.results:
                 results.append(self.results[test_id])
             elif test_id in cached:
@@ -459,6 +480,20 @@ class Run:
             error_exit=self.error.exit_code if self.error else 0,
         )
 
+    def _collect_queue_news(self) -> None:
+        """What a queue shared by machines had to say: events, and a lost connection."""
+        from testpool.distributed import RedisQueue
+
+        queue = self.queue
+        if not isinstance(queue, RedisQueue):
+            return
+        self.infra_events += queue.events
+        if queue.error is not None and self.error is None:
+            unrecorded = (
+                f"; {len(queue.unrecorded)} result(s) of this machine not recorded in the build"
+            )
+            self.error = InfrastructureError(queue.error + (unrecorded if queue.unrecorded else ""))
+
     # --- the live view ---------------------------------------------------------------------
 
     def _board(self, workers: list[Worker]) -> Board:
@@ -485,8 +520,8 @@ class Run:
             if not self.interrupted and not self._cleaning:
                 self.interrupted = True
                 self.reporter.note(f"{name}: stopping the run (press Ctrl-C again to kill at once)")
-                if self.scheduler is not None:
-                    self.scheduler.stop()
+                if self.queue is not None:
+                    self.queue.stop()
                 main.cancel()
             else:
                 # A second signal, or one while we are already cleaning up: no more grace.
@@ -512,6 +547,9 @@ class Run:
         """Stop everything this run started, in stages, whatever state it is in."""
         self._cleaning = True
         self.reporter.stop()
+        if self.queue is not None:
+            await self.queue.close()
+            self._collect_queue_news()
         # 1. Executors finish their work (session fixtures may still need the servers).
         await asyncio.gather(
             *(session.close() for session in self.sessions.values()), return_exceptions=True
@@ -530,6 +568,14 @@ class Run:
         if strays:
             await asyncio.to_thread(procs.kill_processes, strays)
         procs.reset_hurry()
+
+
+def _not_discovered_here() -> Outcome:
+    message = (
+        "this machine did not discover this test: is its checkout, config or --file/-- "
+        "selection the same as the machine that filled the queue?"
+    )
+    return Outcome(Status.FAILED, 0.0, "", message)
 
 
 def _server_died(outcome: Outcome) -> Outcome:

@@ -37,6 +37,52 @@ def project(tmp_path: Path) -> Iterator[Project]:
         shutil.rmtree(made.tmp, ignore_errors=True)
 
 
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server on a free port with its own folder, stopped after the test.
+
+    Skipped where redis-server is not installed, except in CI (TESTPOOL_REQUIRE_REDIS=1), where
+    its absence is a failure: .ci/run installs it.
+    """
+    import os
+    import socket
+
+    from support import wait_until
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("TESTPOOL_REQUIRE_REDIS"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as c:
+            c.sendall(b"PING\r\n")
+            return c.recv(16).startswith(b"+PONG")
+        return False
+
+    try:
+        wait_until(answers, timeout=20, what="redis-server to answer")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:

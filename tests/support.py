@@ -126,7 +126,9 @@ class Project:
         return path
 
     def config(self, **keys: Any) -> None:
-        """Write testpool.toml; ``server`` defaults to the fixture dev server."""
+        """Write testpool.toml (or the file named by ``config_file=``); ``server`` defaults to
+        the fixture dev server."""
+        config_file = str(keys.pop("config_file", "testpool.toml"))
         keys.setdefault("server", f"{{python}} {DEVSERVER}")
         keys.setdefault("port_base", self.port_base)
         keys.setdefault("tests", "tests")
@@ -139,7 +141,7 @@ class Project:
             if isinstance(value, dict):
                 lines.append(f"[{key}]")
                 lines += [f"{_key(k)} = {_toml(v)}" for k, v in value.items()]
-        (self.root / "testpool.toml").write_text("\n".join(lines) + "\n")
+        (self.root / config_file).write_text("\n".join(lines) + "\n")
 
     # --- running ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """testpool's benchmark: real testpool, real tmux, real dev servers, ratios measured side by side.
 
-    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup]
+    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup,machines]
 
 (`just bench` runs it.) Every figure is the median of ``--runs`` runs. The machine is noisy:
 compare the ratios printed in one run, not absolute seconds across machines.
@@ -409,6 +409,186 @@ def bench_startup(root: Path, runs: int, results: dict[str, Any]) -> None:
 # --- report -----------------------------------------------------------------------------------------
 
 
+# --- 6: many machines: the Redis queue against static shards -----------------------------------
+
+MACHINE_TESTS = 48
+MACHINE_WORKERS = 2
+# Each test waits base * jitter: the durations recorded last time are only a guide, as with
+# real end-to-end tests; a static split plans with them, the queue hands out as workers free up.
+NOISY_TEST = """
+import os, random
+
+def test_noisy_{n}(http):
+    wait = {base} * random.uniform(0.4, 1.6)
+    assert http.get(f"/sleep?ms={{int(wait * 1000)}}").status_code == 200
+"""
+
+
+def _redis_server(root: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port_block(1, start=38000)
+    folder = root / "redis"
+    folder.mkdir()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return server, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    return None
+
+
+def _machines_project(root: Path) -> Project:
+    project = Project(root, "machines")
+    rng = __import__("random").Random(5)
+    bases = [rng.choice([0.1, 0.1, 0.1, 0.3, 0.3, 0.8, 1.5]) for _ in range(MACHINE_TESTS)]
+    for part in range(6):
+        body = "".join(
+            NOISY_TEST.format(n=n, base=bases[n]) for n in range(part * 8, (part + 1) * 8)
+        )
+        (project.tests / f"test_noisy_{part}.py").write_text(body)
+    project.config(workers=MACHINE_WORKERS)
+    project.testpool()  # durations and the collection go into the cache all machines start from
+    return project
+
+
+def _spread(project: Project, count: int, how: list[list[str]]) -> tuple[float, float, float]:
+    """Start ``count`` testpool processes at once (each its own ports, results and a copy of the
+    cache); returns (makespan, Σ test durations, start-up: until the slowest machine's last
+    worker could take a test)."""
+    cache = (project.root / ".test-cache.json").read_bytes()
+    processes = []
+    launched = time.time()
+    started = time.perf_counter()
+    for index in range(count):
+        name = f"m{index}"
+        (project.root / f"{name}.cache.json").write_bytes(cache)
+        (project.root / f"{name}.toml").write_text(
+            'server = "{python} server.py"\ntests = "tests"\n'
+            f"workers = {MACHINE_WORKERS}\nport_base = {free_port_block(start=40000 + 10 * index)}\n"
+            f'results_dir = "{name}-results"\ncache_file = "{name}.cache.json"\n'
+        )
+        process = subprocess.Popen(
+            [PYTHON, "-m", "testpool", "--config", f"{name}.toml", *how[index]],
+            cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        processes.append(process)
+    for process in processes:
+        _, errors = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a machine failed ({process.returncode}): {errors[-2000:]}")
+    makespan = time.perf_counter() - started
+    work, ready = 0.0, 0.0
+    for index in range(count):
+        report = json.loads((project.root / f"m{index}-results" / "report.json").read_text())
+        work += sum(t["duration"] for t in report["tests"] if t["status"] != "cached")
+        if report["workers_detail"]:
+            since = report["started_unix"] - launched
+            ready = max(ready, since + max(w["ready"] for w in report["workers_detail"]))
+    return makespan, work, ready
+
+
+def bench_machines(root: Path, runs: int, results: dict[str, Any]) -> None:
+    started = _redis_server(root)
+    if started is None:
+        results["machines"] = {"skipped": "redis-server is not installed"}
+        return
+    server, url = started
+    try:
+        project = _machines_project(root)
+        rows = []
+        for count in (2, 4):
+            queue, shard, ideal, ready, shard_ready = [], [], [], [], []
+            for run in range(runs):
+                build = f"bench-{os.getpid()}-{count}-{run}"
+                wall, work, up = _spread(
+                    project, count, [["--full", "--queue", url, "--build", build]] * count
+                )
+                queue.append(wall)
+                ideal.append(work / (count * MACHINE_WORKERS))
+                ready.append(up)
+                wall, _, shard_up = _spread(
+                    project,
+                    count,
+                    [["--full", "--shard", f"{i + 1}/{count}"] for i in range(count)],
+                )
+                shard.append(wall)
+                shard_ready.append(shard_up)
+            rows.append(
+                {
+                    "machines": count,
+                    "queue": statistics.median(queue),
+                    "shard": statistics.median(shard),
+                    "ideal": statistics.median(ideal),
+                    "ready": statistics.median(ready),
+                    "shard_ready": statistics.median(shard_ready),
+                }
+            )
+        results["machines"] = {"rows": rows, "overhead": _queue_overhead(root, url, runs)}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _queue_overhead(root: Path, url: str, runs: int) -> dict[str, float]:
+    """Per test: the Redis round trips alone (lease + finish), and testpool's whole wall time
+    with the queue against the embedded one, on trivial tests."""
+    sys.path.insert(0, str(REPO))
+    import redis
+
+    from testpool.distributed import FINISH, KEYS, LEASE, SEED, keys_of
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    keys = list(keys_of(f"overhead-{os.getpid()}").values())
+    count = 1000
+    ids = [f"t{n}" for n in range(count)]
+    client.eval(SEED, len(KEYS), *keys, "d", count, 0, 0, 30000, "m", 3600, count, *ids, 0, 0)
+    attempt = json.dumps(
+        {"worker": 0, "status": "passed", "duration": 0, "started": 0, "finished": 0}
+    )
+    started = time.perf_counter()
+    for _ in range(count):
+        test_id, _n = client.eval(LEASE, len(KEYS), *keys, "m", 30000, 16, 3, 3600, "{}")
+        client.eval(FINISH, len(KEYS), *keys, test_id, "m", "passed", attempt, "{}", 3600)
+    round_trips = (time.perf_counter() - started) / count
+    client.close()
+
+    project = Project(root, "overhead-queue")
+    per_file = TRIVIAL_TESTS // 10
+    for part in range(10):
+        body = "".join(
+            f"\ndef test_ping_{part * per_file + n}(http):\n    assert http.get('/ping').status_code == 200\n"
+            for n in range(per_file)
+        )
+        (project.tests / f"test_ping_{part}.py").write_text(body)
+    project.config(workers=4)
+    project.list_tests()
+    embedded = median_of(runs, lambda: project.testpool("--full")[0])
+    queued = median_of(
+        runs,
+        lambda: project.testpool(
+            "--full", "--queue", url, "--build", f"ovh-{os.getpid()}-{time.time_ns()}"
+        )[0],
+    )
+    return {
+        "round_trips_ms": round_trips * 1000,
+        "embedded_wall": embedded,
+        "queue_wall": queued,
+        "per_test_ms": (queued - embedded) * 4 / TRIVIAL_TESTS * 1000,
+    }
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -494,6 +674,34 @@ def render(results: dict[str, Any], runs: int) -> str:
             *(f"| {n} | {cpu[n]:.3f} s | {io[n]:.3f} s |" for n in (1, 4, 8)),
             f"| 8 / 1 | {startup['cpu']['ratio_8_to_1']:.2f}x | {startup['io']['ratio_8_to_1']:.2f}x |",
         ]
+    if "machines" in results:
+        machines = results["machines"]
+        if "skipped" in machines:
+            lines += ["", f"6. many machines: skipped ({machines['skipped']})"]
+        else:
+            lines += [
+                "",
+                f"6. many machines, simulated on this one: N testpool processes x {MACHINE_WORKERS} workers, "
+                f"{MACHINE_TESTS} tests whose waits vary +-60% around what the cache recorded",
+                "   work = the run's total test time / (N x workers); ready = from launch until the slowest",
+                "   machine's last worker could take a test (N machines start on these same 2 cores);",
+                "   limit = ready + work; queue = --queue (Redis), shard = --shard I/N",
+                "",
+                "| machines | queue (s) | shard (s) | work (s) | ready (s) | limit (s) | queue / limit | queue / shard |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                *(
+                    f"| {r['machines']} | {r['queue']:.2f} | {r['shard']:.2f} | {r['ideal']:.2f} "
+                    f"| {r['ready']:.2f} | {r['ready'] + r['ideal']:.2f} "
+                    f"| {r['queue'] / (r['ready'] + r['ideal']):.2f} | {r['queue'] / r['shard']:.2f} |"
+                    for r in machines["rows"]
+                ),
+                "",
+                f"   queue overhead: {machines['overhead']['round_trips_ms']:.2f} ms of Redis round trips per test "
+                f"(lease + finish); {TRIVIAL_TESTS} trivial tests on 4 workers take "
+                f"{machines['overhead']['queue_wall']:.2f} s through the queue against "
+                f"{machines['overhead']['embedded_wall']:.2f} s embedded "
+                f"({machines['overhead']['per_test_ms']:.1f} ms per test per worker)",
+            ]
     return "\n".join(lines)
 
 
@@ -503,6 +711,7 @@ SECTIONS = {
     "overhead": bench_overhead,
     "cache": bench_cache,
     "startup": bench_startup,
+    "machines": bench_machines,
 }
 
 
