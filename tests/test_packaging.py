@@ -30,10 +30,11 @@ def _imports(paths: list[Path]) -> set[str]:
 
 
 def _dependencies() -> set[str]:
+    """The required dependencies, plus the optional ones testpool imports only where asked
+    (``testpool[queue]``: redis, for --queue)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {
-        re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]
-    }
+    specs = [*project["dependencies"], *project["optional-dependencies"]["queue"]]
+    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in specs}
 
 
 def test_everything_testpool_and_the_example_suite_import_is_a_dependency() -> None:
