@@ -24,6 +24,7 @@ from testpool.hashing import FileHasher
 from testpool.report.console import print_error, say
 from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
 from testpool.report.render import summary_renderables
+from testpool.requirements import resolve
 from testpool.results import RunSummary, cached_result
 from testpool.runners import make_runner
 from testpool.sanitize import inline
@@ -69,7 +70,7 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
             cache_warning(error)
     hasher = FileHasher(config.root)
     cases, discovery_update = discover(runner, config, hasher, data, scope)
-    selected = select(cases, options.pattern)
+    selected = select(resolve(cases, config), options.pattern)
     shared = shared_inputs(config, runner, hasher, data.salt)
     items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:

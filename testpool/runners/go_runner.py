@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 # `TestMain(m *testing.M)` does not match: it takes *testing.M.
 _TEST_FUNC = re.compile(r"^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*\w+\s+\*testing\.T\s*\)", re.M)
+_REQUIRES = re.compile(r"^//\s*testpool:requires\b(.*)$")
 BUILD_TIMEOUT = 600.0
 
 
@@ -58,8 +59,10 @@ class GoRunner:
             if not path.name.endswith("_test.go"):
                 continue
             relative = path.relative_to(self.root).as_posix()
-            for name in _TEST_FUNC.findall(path.read_text(errors="replace")):
-                cases.append(TestCase(f"{relative}::{name}", relative))
+            source = path.read_text(errors="replace")
+            for match in _TEST_FUNC.finditer(source):
+                requires = declared_requirements(source[: match.start()])
+                cases.append(TestCase(f"{relative}::{match[1]}", relative, requires=requires))
         if not cases:
             raise NoTestsError(
                 f"no Go tests (func TestXxx(t *testing.T)) under {self.config.tests}"
@@ -88,6 +91,21 @@ class GoRunner:
 
     def executor(self, context: ExecContext) -> Executor:
         return GoExecutor(self, context)
+
+
+def declared_requirements(before: str) -> tuple[str, ...]:
+    """The services named by ``// testpool:requires a b`` (or ``a, b``) lines in the comment
+    block directly above a test function; ``before`` is the source up to the ``func``."""
+    names: list[str] = []
+    lines = before.removesuffix("\n").split("\n")  # the line before ``func`` comes last
+    for line in reversed(lines):
+        text = line.strip()
+        if not text.startswith("//"):
+            break  # the comment block ends at a blank line or code
+        found = _REQUIRES.match(text)
+        if found:
+            names[:0] = found[1].replace(",", " ").split()
+    return tuple(dict.fromkeys(names))
 
 
 def _package_key(case: TestCase) -> str:

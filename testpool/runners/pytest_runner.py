@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 PLUGIN = "testpool.pytest_plugin"
 INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
 DISCOVERY_TIMEOUT = 600.0
+# Changes when discovery records more about each test (format 2: requirements and markers),
+# so that an older collection is redone once rather than read back without them.
+DISCOVERY_FORMAT = "2"
 
 
 def _is_test_file(name: str) -> bool:
@@ -89,9 +92,9 @@ class PytestRunner:
                 detail=tail(output, 30),
             )
         cases = []
-        for nodeid, module_file, defined_in in collected["items"]:
+        for nodeid, module_file, defined_in, requires, markers in collected["items"]:
             sources = (defined_in,) if defined_in and defined_in != module_file else ()
-            cases.append(TestCase(nodeid, module_file, sources))
+            cases.append(TestCase(nodeid, module_file, sources, tuple(requires), tuple(markers)))
         return cases
 
     def discovery_key(self, hasher: FileHasher) -> str | None:
@@ -102,6 +105,7 @@ class PytestRunner:
             json.dumps(list(self.config.pytest_args)),
             json.dumps(dict(sorted(self.config.env.items()))),
             sys.version,
+            DISCOVERY_FORMAT,
         ]
         return combine(parts)
 
