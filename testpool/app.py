@@ -21,11 +21,12 @@ from testpool.discovery import discover, select
 from testpool.errors import CacheError, ConfigError, ExitCode
 from testpool.fsutil import display_path
 from testpool.hashing import FileHasher
+from testpool.phases import phase_of, split
 from testpool.report.console import print_error, say
 from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
 from testpool.report.render import summary_renderables
 from testpool.requirements import resolve
-from testpool.results import RunSummary, cached_result
+from testpool.results import PhaseResult, RunSummary, cached_result
 from testpool.runners import make_runner
 from testpool.sanitize import inline
 from testpool.state import RunScope
@@ -137,9 +138,18 @@ def _run_in(
     cached = [item for item in prepared.items if not item.run]
     order = [item.case.id for item in prepared.items]
     if not to_run:
+        # Nothing to run: no worker and no service starts.
         return RunSummary(
             run_id=scope.run_id,
-            results=[cached_result(i.case.id, i.case.file) for i in cached],
+            results=[
+                cached_result(i.case.id, i.case.file, phase_of(i.case, config)) for i in cached
+            ],
+            phases=[
+                PhaseResult(p.name, p.mode, p.required, "passed", len(p.tests))
+                for p in split([i.case for i in cached], config)
+            ]
+            if config.phases
+            else [],
             wall_time=time.monotonic() - started,
             workers=0,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),

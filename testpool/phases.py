@@ -61,9 +61,7 @@ def split(cases: Iterable[TestCase], config: Config) -> list[Phase]:
     members[OTHER_PHASE] = []
     for case in cases:
         members[phase_of(case, config) or OTHER_PHASE].append(case.id)
-    phases = [
-        Phase(p.name, tuple(members[p.name]), p.mode, p.required) for p in config.phases
-    ]
+    phases = [Phase(p.name, tuple(members[p.name]), p.mode, p.required) for p in config.phases]
     phases.append(Phase(OTHER_PHASE, tuple(members[OTHER_PHASE])))
     return [phase for phase in phases if phase.tests]
 

@@ -102,6 +102,7 @@ class TestResult:
     log_path: str | None = None
     message: str = ""
     output: str = field(default="", compare=False)  # kept in memory for the summary only
+    phase: str | None = None  # None when the configuration has no phases
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +114,7 @@ class TestResult:
             "attempts": [attempt.to_dict() for attempt in self.attempts],
             "log": self.log_path,
             "message": self.message,
+            "phase": self.phase,
         }
 
     @classmethod
@@ -126,12 +128,48 @@ class TestResult:
             attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts", [])),
             log_path=data.get("log"),
             message=str(data.get("message", "")),
+            phase=data.get("phase"),
         )
 
 
-def cached_result(test_id: str, file: str) -> TestResult:
+def cached_result(test_id: str, file: str, phase: str | None = None) -> TestResult:
     """The result of a test the cache skipped."""
-    return TestResult(test_id, file, Status.CACHED, message="unchanged")
+    return TestResult(test_id, file, Status.CACHED, message="unchanged", phase=phase)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """How one phase of a run went. ``outcome``: ``passed``, ``failed`` (a test of it failed),
+    or ``not run`` (an earlier required phase failed, the run was stopped, or it was
+    interrupted before the phase began)."""
+
+    name: str
+    mode: str
+    required: bool
+    outcome: str
+    tests: int
+    wall_time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "required": self.required,
+            "outcome": self.outcome,
+            "tests": self.tests,
+            "wall_time": round(self.wall_time, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseResult:
+        return cls(
+            name=str(data["name"]),
+            mode=str(data["mode"]),
+            required=bool(data["required"]),
+            outcome=str(data["outcome"]),
+            tests=int(data["tests"]),
+            wall_time=float(data.get("wall_time", 0.0)),
+        )
 
 
 @dataclass
@@ -151,7 +189,11 @@ class RunSummary:
     # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
     # from the start of the run until it could take a test), restarts.
     workers_detail: list[dict[str, Any]] = field(default_factory=list)
-    # A run-stopping problem (a worker that would not start, every worker retired).
+    # The configured phases in order (empty without phases), and the run's shared services:
+    # name, port, url, state, ready (seconds to become ready), restarts, log.
+    phases: list[PhaseResult] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    # A run-stopping problem (a worker or service that would not start, every worker retired).
     error: str = ""
     error_detail: str = ""
     error_exit: int = 0
@@ -198,6 +240,8 @@ class RunSummary:
             "infra_events": list(self.infra_events),
             "worker_logs": {str(k): v for k, v in sorted(self.worker_logs.items())},
             "workers_detail": self.workers_detail,
+            "phases": [phase.to_dict() for phase in self.phases],
+            "services": self.services,
             "tests": [result.to_dict() for result in self.results],
         }
 
@@ -218,4 +262,6 @@ class RunSummary:
             infra_events=list(data.get("infra_events", [])),
             worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
             workers_detail=list(data.get("workers_detail", [])),
+            phases=[PhaseResult.from_dict(p) for p in data.get("phases", [])],
+            services=list(data.get("services", [])),
         )
