@@ -430,8 +430,10 @@ class Run:
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
         death = asyncio.ensure_future(self.pool.wait_for_death(worker))
         watchers: set[asyncio.Future[Any]] = {death}
+        service_death: asyncio.Future[str] | None = None
         if needs:
-            watchers.add(asyncio.ensure_future(self.services.wait_for_death(needs)))
+            service_death = asyncio.ensure_future(self.services.wait_for_death(needs))
+            watchers.add(service_death)
         try:
             await asyncio.wait({running, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -443,22 +445,28 @@ class Run:
         finally:
             worker.current_test = None
             self.pool.set_state(worker, WorkerState.IDLE)
+        # Which service died is known from its watcher: by now it may be restarting already.
+        dead = (
+            service_death.result()
+            if service_death is not None and service_death.done()
+            else next((name for name in needs if not self.services.alive(name)), None)
+        )
+        server_died = death.done()
         for watcher in watchers:
             watcher.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
-        dead = [name for name in needs if not self.services.alive(name)]
         if running.done():
             outcome = running.result()
             if outcome.status in (Status.FAILED, Status.TIMEOUT) and not self.pool.alive(worker):
                 outcome = _server_died(outcome)
             elif outcome.status in (Status.FAILED, Status.TIMEOUT) and dead:
-                outcome = _service_died(outcome, dead[0])
+                outcome = _service_died(outcome, dead)
         else:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             interrupted = Outcome(Status.ERROR, self.clock() - started)
-            if self.pool.alive(worker) and dead:
-                outcome = _service_died(interrupted, dead[0])
+            if dead and not server_died:
+                outcome = _service_died(interrupted, dead)
             else:
                 outcome = _server_died(interrupted)
         return (
