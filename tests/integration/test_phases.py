@@ -3,8 +3,8 @@ required phase stops the run, an optional one does not."""
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 from support import Project
@@ -59,7 +59,7 @@ def test_a_sequential_phase_runs_one_test_at_a_time_before_the_rest(project: Pro
     smoke = attempts(report, "tests/smoke/")
     main = attempts(report, "tests/test_main.py")
     assert len(smoke) == 3 and len(main) == 4
-    for (_, finished, _), (started, _, _) in zip(smoke, smoke[1:], strict=False):
+    for (_, finished, _), (started, _, _) in itertools.pairwise(smoke):
         assert finished <= started, f"smoke tests overlapped: {smoke}"
     assert max(f for _, f, _ in smoke) <= min(s for s, _, _ in main), "a test ran too early"
     assert len({w for _, _, w in main}) > 1  # the implicit last phase runs in parallel

@@ -248,7 +248,7 @@ def phased_summary() -> RunSummary:
                 message="not run: required phase 'smoke' failed",
             ),
             TestResult("m/b.py::test_4", "m/b.py", Status.CACHED, phase="other"),
-        ],  # fmt: skip
+        ],
         wall_time=3.0,
         workers=2,
         started_at="2026-11-22T10:00:00+00:00",
