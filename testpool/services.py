@@ -41,6 +41,7 @@ from testpool.health import probe as http_probe
 from testpool.placeholders import fill, service_values
 from testpool.pool import LOG_TAIL_LINES, WorkerLog, port_is_free
 from testpool.procs import RUN_ID_VARIABLE
+from testpool.requirements import closure
 from testpool.sanitize import block, squeeze_blank_lines
 
 if TYPE_CHECKING:
@@ -251,9 +252,8 @@ class Services:
         values = self._values(service)
         env.update((name, fill(value, values)) for name, value in self.config.env.items())
         env.update(self.settings.secrets)
-        for name in [*service.config.dependencies(), service.name]:
-            if name in self.services:
-                env.update(self.services[name].variables())
+        for name in closure([service.name], self.config.services):
+            env.update(self.services[name].variables())
         if service.port is not None:
             env["PORT"] = str(service.port)
         env.update((name, fill(value, values)) for name, value in service.config.env.items())
