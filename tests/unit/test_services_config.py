@@ -182,3 +182,13 @@ def test_service_placeholders() -> None:
         "services.db.port": "6379",
         "services.db.url": "redis://127.0.0.1:6379",
     }
+
+
+def test_the_readme_documents_every_key() -> None:
+    from testpool.config import _PHASE_KEYS, _SCHEMA, _SERVICE_KEYS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for key in [*_SCHEMA, *_SERVICE_KEYS, *_PHASE_KEYS]:
+        assert f"| `{key}` |" in readme, key
+    for probe in ("http", "tcp", "process"):
+        assert f"{{ {probe} = " in readme, probe
