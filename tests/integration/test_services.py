@@ -426,3 +426,31 @@ def test_service_logs_are_redacted(project: Project) -> None:
     assert "mockservice sees SECRET_TOKEN=[secret]" in log
     assert "hunter2" not in log
     project.assert_clean(result.run_id)
+
+
+def test_class_and_module_markers_count(project: Project) -> None:
+    project.write(
+        "tests/test_marked.py",
+        """
+        import os
+        import pytest
+
+        pytestmark = pytest.mark.requires("mock")
+
+        def test_module_level():
+            assert os.environ["MOCK_URL"]
+
+        @pytest.mark.requires("other")
+        class TestClassLevel:
+            def test_both(self):
+                assert os.environ["MOCK_URL"] and os.environ["OTHER_URL"]
+        """,
+    )
+    project.config(services={"mock": mock_service(), "other": mock_service()})
+
+    result = project.run()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.report is not None
+    assert {s["name"] for s in result.report["services"]} == {"mock", "other"}
+    project.assert_clean(result.run_id)

@@ -168,3 +168,24 @@ def test_a_phase_failed_by_the_exit_code_rules() -> None:
     assert failed(phase, statuses, fail_on_flaky=True) == ["b"]
     assert failed(phase, {**statuses, "d": Status.ERROR}) == ["d"]
     assert failed(phase, {"a": Status.TIMEOUT}) == ["a"]
+
+
+def test_go_discovery_reads_the_comments(tmp_path: Path) -> None:
+    from testpool.runners.go_runner import GoRunner
+    from testpool.state import RunScope
+
+    (tmp_path / "e2e").mkdir()
+    (tmp_path / "e2e" / "db_test.go").write_text(
+        'package e2e\n\nimport "testing"\n\n'
+        "// TestRead reads what TestWrite wrote.\n"
+        "// testpool:requires db\n"
+        "func TestRead(t *testing.T) {}\n\n"
+        "// testpool:requires cache\n\n"
+        "func TestPlain(t *testing.T) {}\n"
+    )
+    config = make(tmp_path, runner="go", services=SERVICES)
+    cases = GoRunner(config).discover(RunScope(tmp_path))
+    assert [(case.id, case.requires) for case in cases] == [
+        ("e2e/db_test.go::TestRead", ("db",)),
+        ("e2e/db_test.go::TestPlain", ()),
+    ]
