@@ -299,26 +299,29 @@ class Run:
             if self._stop_reason or self.error is not None or not live:
                 return
             started = self.clock()
+            self._phase_times[phase.name] = 0.0  # it began (an interrupt may end it early)
             tests = [t for t in phase.tests if t in self.cases and t not in self.results]
-            if tests:
-                if self.config.phases:
-                    label = phase_label(
-                        phase.name, number, len(self.phases), phase.mode, phase.required
+            try:
+                if tests:
+                    if self.config.phases:
+                        label = phase_label(
+                            phase.name, number, len(self.phases), phase.mode, phase.required
+                        )
+                        self.reporter.phase_started(label, len(tests))
+                    scheduler = self.scheduler = Scheduler(
+                        tests,
+                        workers=live,
+                        durations=self.durations,
+                        retries=self.options.retries,
+                        max_failures=self._failures_left(),
+                        max_running=1 if phase.sequential else None,
                     )
-                    self.reporter.phase_started(label, len(tests))
-                scheduler = self.scheduler = Scheduler(
-                    tests,
-                    workers=live,
-                    durations=self.durations,
-                    retries=self.options.retries,
-                    max_failures=self._failures_left(),
-                    max_running=1 if phase.sequential else None,
-                )
-                await _all_or_nothing([self._consume(by_index[index]) for index in live])
-                live = sorted(scheduler.live_workers)
-                if scheduler.stopped and not self.interrupted and self.error is None:
-                    self._stop_reason = "stopped: --max-failures reached"
-            self._phase_times[phase.name] = self.clock() - started
+                    await _all_or_nothing([self._consume(by_index[index]) for index in live])
+                    live = sorted(scheduler.live_workers)
+                    if scheduler.stopped and not self.interrupted and self.error is None:
+                        self._stop_reason = "stopped: --max-failures reached"
+            finally:
+                self._phase_times[phase.name] = self.clock() - started
             statuses = {test_id: result.status for test_id, result in self.results.items()}
             if phase.required and failed(phase, statuses, fail_on_flaky=self.options.fail_on_flaky):
                 self._stop_reason = f"not run: required phase '{phase.name}' failed"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import itertools
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
-from support import Project
+from support import Project, send_ctrl_c, wait_until
 
 SMOKE = """
 import time
@@ -157,3 +158,40 @@ def test_an_optional_phase_failure_is_reported_and_the_run_goes_on(project: Proj
         t["message"] for t in stopped.report["tests"] if t["id"].startswith("tests/test_main")
     } == {"stopped: --max-failures reached"}
     project.assert_clean(result.run_id, stopped.run_id)
+
+
+def test_an_interrupted_phase_is_stopped_and_the_later_not_run(
+    project: Project, tmp_path: Path
+) -> None:
+    marker = tmp_path / "blocking"
+    project.write(
+        "tests/smoke/test_smoke.py",
+        f"""
+        import time
+        from pathlib import Path
+
+        def test_done():
+            pass
+
+        def test_blocks():
+            Path({str(marker)!r}).touch()
+            time.sleep(600)
+        """,
+    )
+    project.write("tests/test_main.py", MAIN)
+    project.config(workers=1, phases=PHASES)
+    process = project.popen()
+    wait_until(marker.exists, timeout=60, what="the blocking test to start")
+
+    send_ctrl_c(process)
+    process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    report = project.report()
+    assert report is not None
+    assert [(p["name"], p["outcome"]) for p in report["phases"]] == [
+        ("smoke", "stopped"),
+        ("other", "not run"),
+    ]
+    assert {t["message"] for t in report["tests"] if t["status"] == "not run"} == {"interrupted"}
+    project.assert_clean(report["run_id"])
