@@ -31,7 +31,7 @@ from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
 from testpool.isolation import reseed_data_dir
 from testpool.phases import Phase, failed, phase_of, split
-from testpool.pool import Pool, PoolSettings, Worker, WorkerState
+from testpool.pool import Pool, PoolSettings, Worker, WorkerState, check_ports
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.report.render import Board, WorkerView, phase_label
 from testpool.requirements import closure, needed
@@ -261,6 +261,9 @@ class Run:
             common_env=common_env,
             collection_env=collection_env(common_env, configured={*self.config.env, *secrets}),
         )
+        if services.names:
+            # A taken worker port ends the run anyway: find out before starting a database.
+            check_ports([self.config.port(index) for index in range(count)])
         services.launch()
         if services.names:
             self.reporter.note(
