@@ -260,6 +260,7 @@ def test_a_taken_fixed_port_is_refused_naming_its_holder(project: Project, tmp_p
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
     taken = project.port_base + 7  # inside our own block: free unless we hold it
     with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past runs' TIME_WAIT
         holder.bind(("127.0.0.1", taken))
         holder.listen()
         project.config(
@@ -453,4 +454,64 @@ def test_class_and_module_markers_count(project: Project) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.report is not None
     assert {s["name"] for s in result.report["services"]} == {"mock", "other"}
+    project.assert_clean(result.run_id)
+
+
+def test_process_probes_and_start_timeouts(project: Project) -> None:
+    project.write(
+        "tests/test_a.py",
+        """
+        import pytest
+
+        @pytest.mark.requires("ticker")
+        def test_a():
+            pass
+        """,
+    )
+    sleeper = "{python} -c 'import time; time.sleep(600)'"
+    project.config(services={"ticker": {"command": sleeper, "probe": {"process": 0.3}}})
+    ok = project.run()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.report is not None
+    (ticker,) = ok.report["services"]
+    assert ticker["port"] is None and ticker["ready"] >= 0.3
+
+    # A process probe fails when the service exits before its time is up ...
+    project.config(services={"ticker": {"command": "echo going; exit 5", "probe": {"process": 5}}})
+    early = project.run("--full")
+    assert early.returncode == 3
+    assert early.stderr.startswith(
+        "testpool: error: service ticker failed to start: it exited with status 5 within 5 s; "
+        "command: echo going; exit 5\n"
+    ), early.stderr
+    assert "  going" in early.stderr
+
+    # ... and a service whose port never opens fails at its startup_timeout.
+    project.config(services={"ticker": {"command": sleeper, "port": "auto", "startup_timeout": 1}})
+    late = project.run("--full")
+    assert late.returncode == 3
+    assert late.report is not None
+    assert "service ticker failed to start: not ready after 1 s (tcp 127.0.0.1:" in late.stderr
+    assert "ConnectionRefusedError" in late.stderr
+    project.assert_clean(ok.run_id, early.run_id, late.run_id)
+
+
+def test_a_taken_worker_port_is_found_before_any_service_starts(
+    project: Project, tmp_path: Path
+) -> None:
+    starts = tmp_path / "starts"
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    project.config(
+        services={"mock": mock_service(env={"STARTS_FILE": str(starts)})},
+        server_requires=["mock"],
+    )
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past runs' TIME_WAIT
+        holder.bind(("127.0.0.1", project.port_base))
+        holder.listen()
+        result = project.run()
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"worker port(s) already in use: {project.port_base}" in result.stderr
+    assert not starts.exists()
     project.assert_clean(result.run_id)
