@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from testpool.errors import ConfigError
-from testpool.placeholders import SERVICE_ATTRIBUTES, service_references
+from testpool.placeholders import SERVICE_ATTRIBUTES, names_in, service_references
 
 MAX_WORKERS = 8
 RUNNERS = ("pytest", "go", "command")
@@ -375,6 +375,7 @@ def validate(config: Config, where: str = "config") -> None:
 _SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SERVICE_KEYS = ("command", "probe", "port", "url", "env", "startup_timeout", "depends_on")
 _PHASE_KEYS = ("name", "select", "marker", "mode", "required")
+_SERVICE_PLACEHOLDERS = ("port", "url", "data_dir", "python")
 # Variables testpool itself sets for every test: no service may export one of them.
 _OWN_VARIABLES = {"TEST_BASE_URL"}
 
@@ -587,6 +588,17 @@ def _check_services(config: Config, where: str) -> None:
             for text in fields:
                 if "{port}" in text or "{url}" in text:
                     raise ConfigError(f"{here}: uses {{port}} or {{url}} but has no 'port'")
+        # A URL or address is not a shell command: every placeholder in it must be one we fill.
+        for key, text in (
+            ("url", service.url or ""),
+            (f"probe.{service.probe.kind}", service.probe.target),
+        ):
+            for name in names_in(text):
+                if name not in _SERVICE_PLACEHOLDERS and not name.startswith("services."):
+                    raise ConfigError(
+                        f"{here}: '{key}' has an unknown placeholder {{{name}}} (a service's "
+                        "own are {port}, {url}, {data_dir} and {python})"
+                    )
     cycle = dependency_cycle(services)
     if cycle:
         raise ConfigError(

@@ -28,6 +28,11 @@ def fill(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values.get(match[1], match[0]), text)
 
 
+def names_in(text: str) -> list[str]:
+    """The name of every ``{name}`` placeholder in ``text``."""
+    return [match[1] for match in _PLACEHOLDER.finditer(text)]
+
+
 def service_references(text: str) -> list[tuple[str, str]]:
     """The ``(service, attribute)`` of every ``{services.NAME.ATTRIBUTE}`` in ``text``."""
     return [(match[1], match[2]) for match in _SERVICE_REFERENCE.finditer(text)]

@@ -320,8 +320,11 @@ class Services:
 
     async def _probe(self, kind: str, target: str, timeout: float) -> tuple[bool, str]:
         if kind == "http":
-            if await http_probe(self._client, target, timeout):
-                return True, ""
+            try:
+                if await http_probe(self._client, target, timeout):
+                    return True, ""
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:  # not a URL
+                return False, f"{type(error).__name__}: {error}"
             return False, "no HTTP 200"
         host, _, port = target.rpartition(":")
         try:

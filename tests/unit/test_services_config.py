@@ -111,6 +111,8 @@ def test_server_needs_what_it_names_and_server_requires(tmp_path: Path) -> None:
         ({"server_requires": ["db"]}, "'server_requires' names unknown service 'db'"),
         ({"requires": {"tests/*": ["db"]}}, "'requires.\"tests/\\*\"' names unknown service 'db'"),
         ({"requires": {"tests/*": "db"}}, "must be a list of service names"),
+        ({"services": {"db": {**REDIS, "probe": {"http": "http://127.0.0.1:{prot}/"}}}}, "'probe.http' has an unknown placeholder {prot}"),
+        ({"services": {"db": {**REDIS, "url": "redis://{host}:{port}"}}}, "'url' has an unknown placeholder {host}"),
     ],
 )  # fmt: skip
 def test_service_errors_name_the_key(tmp_path: Path, table: dict[str, Any], message: str) -> None:
