@@ -149,7 +149,10 @@ def test_redis_and_a_python_service_shared_by_four_workers(
     db_log = project.root / services["db"]["log"]
     assert db_log == project.root / "test-results" / "logs" / result.run_id / "services" / "db.log"
     assert "Ready to accept connections" in db_log.read_text()
-    assert "mockservice: listening" in (project.root / services["mock"]["log"]).read_text()
+    mock_log = (project.root / services["mock"]["log"]).read_text()
+    assert "mockservice: listening" in mock_log
+    # Stopped in reverse dependency order: the mock before the redis it depends on.
+    assert f"at stop, 127.0.0.1:{services['db']['port']} is up" in mock_log
     assert f"services: db (port {services['db']['port']}), mock" in result.stdout
     project.assert_clean(result.run_id)
     assert not processes_of(result.run_id, "redis-server")
