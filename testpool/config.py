@@ -11,94 +11,29 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import sys
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from testpool.config_services import (
+    PhaseConfig,
+    ServiceConfig,
+    check_services,
+    parse_names,
+    parse_phases,
+    parse_requires,
+    parse_services,
+)
 from testpool.errors import ConfigError
-from testpool.placeholders import SERVICE_ATTRIBUTES, names_in, service_references
+from testpool.placeholders import service_references
 
 MAX_WORKERS = 8
 RUNNERS = ("pytest", "go", "command")
 ISOLATIONS = ("worker", "test")
 PYTEST_MODES = ("session", "process")
-PHASE_MODES = ("parallel", "sequential")
-PROBES = ("http", "tcp", "process")
-# The phase of the tests that no configured phase selects (it runs last).
-OTHER_PHASE = "other"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How a service is known to be ready: ``http`` (a URL answers 2xx), ``tcp`` (a
-    ``host:port`` accepts a connection) or ``process`` (it stayed alive ``seconds``)."""
-
-    kind: str
-    target: str = ""
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """One ``[services.NAME]`` table: a process started once per run and shared by the workers."""
-
-    name: str
-    command: str
-    probe: Probe
-    port: int | None = None  # a fixed port, or None: no port, or "auto" (see auto_port)
-    auto_port: bool = False
-    url: str | None = None  # exported as NAME_URL; default http://127.0.0.1:{port}
-    env: Mapping[str, str] = field(default_factory=dict)
-    startup_timeout: float | None = None  # None: the run's startup_timeout
-    depends_on: tuple[str, ...] = ()
-
-    @property
-    def has_port(self) -> bool:
-        return self.auto_port or self.port is not None
-
-    @property
-    def variable_prefix(self) -> str:
-        """``NAME`` in ``NAME_PORT``/``NAME_URL``: upper case, anything but letters and digits
-        turned into ``_`` (``mock-api`` exports ``MOCK_API_PORT``)."""
-        return variable_prefix(self.name)
-
-    def dependencies(self) -> tuple[str, ...]:
-        """``depends_on`` plus every other service this one's placeholders name."""
-        named = [self.command, self.url or "", self.probe.target, *self.env.values()]
-        referenced = [ref for text in named for ref, _ in service_references(text)]
-        found = dict.fromkeys([*self.depends_on, *referenced])
-        found.pop(self.name, None)
-        return tuple(found)
-
-    def cache_key(self) -> dict[str, object]:
-        """What can change the result of a test that uses this service."""
-        return {
-            "command": self.command,
-            "probe": [self.probe.kind, self.probe.target],
-            "port": "auto" if self.auto_port else self.port,
-            "url": self.url,
-            "env": dict(sorted(self.env.items())),
-            "depends_on": sorted(self.dependencies()),
-        }
-
-
-@dataclass(frozen=True)
-class PhaseConfig:
-    """One ``[[phases]]`` entry: the tests it selects run together, before later phases."""
-
-    name: str
-    select: tuple[str, ...] = ()  # test id globs
-    marker: str | None = None  # a pytest marker
-    mode: str = "parallel"
-    required: bool = False
-
-
-def variable_prefix(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 @dataclass(frozen=True)
@@ -307,13 +242,15 @@ def parse_config(
         if key in values:
             values[key] = float(values[key])
     if "services" in values:
-        values["services"] = _parse_services(values["services"], where)
+        values["services"] = parse_services(values["services"], where)
     if "requires" in values:
-        values["requires"] = _parse_requires(values["requires"], where)
+        values["requires"] = parse_requires(values["requires"], where)
     if "server_requires" in values:
-        values["server_requires"] = _names(values["server_requires"], f"{where}: 'server_requires'")
+        values["server_requires"] = parse_names(
+            values["server_requires"], f"{where}: 'server_requires'"
+        )
     if "phases" in values:
-        values["phases"] = _parse_phases(values["phases"], where)
+        values["phases"] = parse_phases(values["phases"], where)
     config = Config(root=root, source=source, **values)
     validate(config, where)
     return config
@@ -367,282 +304,7 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: 'cache_file' is a folder, not a file: {config.cache_file}")
     if config.results_path.exists() and not config.results_path.is_dir():
         raise ConfigError(f"{where}: 'results_dir' is not a folder: {config.results_dir}")
-    _check_services(config, where)
-
-
-# --- services, requirements and phases ---------------------------------------------------
-
-_SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_SERVICE_KEYS = ("command", "probe", "port", "url", "env", "startup_timeout", "depends_on")
-_PHASE_KEYS = ("name", "select", "marker", "mode", "required")
-_SERVICE_PLACEHOLDERS = ("port", "url", "data_dir", "python")
-# Variables testpool itself sets for every test: no service may export one of them.
-_OWN_VARIABLES = {"TEST_BASE_URL"}
-
-
-def _unknown_key(key: str, known: tuple[str, ...], where: str) -> ConfigError:
-    hint = difflib.get_close_matches(key, known, n=1)
-    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-    return ConfigError(f"{where}: unknown key '{key}'{suggestion}")
-
-
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{where} must be a list of service names")
-    return tuple(dict.fromkeys(value))
-
-
-def _seconds(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where} must be a positive number of seconds")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{where} must be a positive number of seconds")
-    return float(value)
-
-
-def _string(table: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = table.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(
-            f"{where}: '{key}' must be a string, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _parse_services(table: Mapping[str, Any], where: str) -> dict[str, ServiceConfig]:
-    services: dict[str, ServiceConfig] = {}
-    exported: dict[str, str] = {}
-    for name, raw in table.items():
-        here = f"{where} [services.{name}]"
-        if not _SERVICE_NAME.match(name):
-            raise ConfigError(
-                f"{here}: a service name starts with a letter and holds only letters, digits, "
-                "'_' and '-'"
-            )
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{here}: must be a table")
-        service = _parse_service(name, raw, here)
-        for variable in (f"{service.variable_prefix}_PORT", f"{service.variable_prefix}_URL"):
-            if variable in _OWN_VARIABLES:
-                raise ConfigError(f"{here}: its variable {variable} is one testpool sets itself")
-            if variable in exported:
-                raise ConfigError(
-                    f"{here}: exports {variable}, as service '{exported[variable]}' does: "
-                    "rename one of them"
-                )
-            exported[variable] = name
-        services[name] = service
-    return services
-
-
-def _parse_service(name: str, raw: Mapping[str, Any], here: str) -> ServiceConfig:
-    for key in raw:
-        if key not in _SERVICE_KEYS:
-            raise _unknown_key(key, _SERVICE_KEYS, here)
-    command = _string(raw, "command", here)
-    if not command or not command.strip():
-        raise ConfigError(f"{here}: 'command' is required (the command that starts the service)")
-    port: int | None = None
-    auto_port = False
-    raw_port = raw.get("port")
-    if raw_port == "auto":
-        auto_port = True
-    elif raw_port is not None:
-        if isinstance(raw_port, bool) or not isinstance(raw_port, int):
-            raise ConfigError(f"{here}: 'port' must be a port number or \"auto\", got {raw_port!r}")
-        if not 1024 <= raw_port <= 65535:
-            raise ConfigError(f"{here}: 'port' must be from 1024 to 65535, got {raw_port}")
-        port = raw_port
-    has_port = auto_port or port is not None
-    env = raw.get("env", {})
-    if not isinstance(env, dict):
-        raise ConfigError(f"{here}: 'env' must be a table of string values")
-    bad = [key for key, value in env.items() if not isinstance(value, str)]
-    if bad:
-        raise ConfigError(f"{here}: 'env.{bad[0]}' must be a string")
-    url = _string(raw, "url", here)
-    if url is None and has_port:
-        url = "http://127.0.0.1:{port}"
-    timeout = raw.get("startup_timeout")
-    return ServiceConfig(
-        name=name,
-        command=command,
-        probe=_parse_probe(raw.get("probe"), has_port, here),
-        port=port,
-        auto_port=auto_port,
-        url=url,
-        env=dict(env),
-        startup_timeout=None
-        if timeout is None
-        else _seconds(timeout, f"{here}: 'startup_timeout'"),
-        depends_on=_names(raw.get("depends_on", []), f"{here}: 'depends_on'"),
-    )
-
-
-def _parse_probe(raw: Any, has_port: bool, here: str) -> Probe:
-    if raw is None:
-        if not has_port:
-            raise ConfigError(
-                f"{here}: 'probe' is required for a service without a port "
-                '(probe = { http = URL }, { tcp = "HOST:PORT" } or { process = SECONDS })'
-            )
-        return Probe("tcp", "127.0.0.1:{port}")
-    if not isinstance(raw, dict) or len(raw) != 1:
-        raise ConfigError(
-            f"{here}: 'probe' must be a table with one of http, tcp or process, "
-            'e.g. probe = { tcp = "127.0.0.1:{port}" }'
-        )
-    ((kind, target),) = raw.items()
-    if kind not in PROBES:
-        raise _unknown_key(kind, PROBES, f"{here} probe")
-    if kind == "process":
-        return Probe("process", seconds=_seconds(target, f"{here}: 'probe.process'"))
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{here}: 'probe.{kind}' must be a string")
-    if kind == "http" and not target.startswith(("http://", "https://")):
-        raise ConfigError(f"{here}: 'probe.http' must be an http:// or https:// URL")
-    if kind == "tcp" and not re.match(r"^.+:(\d+|\{[^{}]+\})$", target):
-        raise ConfigError(f"{here}: 'probe.tcp' must be HOST:PORT, e.g. \"127.0.0.1:{{port}}\"")
-    return Probe(kind, target)
-
-
-def _parse_requires(
-    table: Mapping[str, Any], where: str
-) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple(
-        (glob, _names(names, f"{where}: 'requires.\"{glob}\"'")) for glob, names in table.items()
-    )
-
-
-def _parse_phases(items: list[Any], where: str) -> tuple[PhaseConfig, ...]:
-    phases: list[PhaseConfig] = []
-    for number, raw in enumerate(items, start=1):
-        here = f"{where} [[phases]] #{number}"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{here}: must be a table")
-        for key in raw:
-            if key not in _PHASE_KEYS:
-                raise _unknown_key(key, _PHASE_KEYS, here)
-        name = _string(raw, "name", here)
-        if not name or not name.strip():
-            raise ConfigError(f"{here}: 'name' is required")
-        here = f"{where} phase '{name}'"
-        if name == OTHER_PHASE:
-            raise ConfigError(
-                f"{here}: the name '{OTHER_PHASE}' is kept for the tests no phase selects"
-            )
-        if any(phase.name == name for phase in phases):
-            raise ConfigError(f"{here}: two phases have this name")
-        select = raw.get("select", [])
-        if not isinstance(select, list) or not all(isinstance(g, str) for g in select):
-            raise ConfigError(f"{here}: 'select' must be a list of test id globs")
-        marker = _string(raw, "marker", here)
-        if not select and not marker:
-            raise ConfigError(f"{here}: needs 'select' (test id globs) or 'marker'")
-        mode = _string(raw, "mode", here) or "parallel"
-        if mode not in PHASE_MODES:
-            raise ConfigError(f"{here}: 'mode' must be 'parallel' or 'sequential'")
-        required = raw.get("required", False)
-        if not isinstance(required, bool):
-            raise ConfigError(f"{here}: 'required' must be true or false")
-        phases.append(PhaseConfig(name, tuple(select), marker, mode, required))
-    return tuple(phases)
-
-
-def _check_services(config: Config, where: str) -> None:
-    """Every service name used anywhere is a configured service, and the services'
-    dependencies form no cycle."""
-    services = config.services
-
-    def check(names: Iterable[str], context: str) -> None:
-        for name in names:
-            if name not in services:
-                raise ConfigError(
-                    f"{context} names unknown service '{name}' ({known_services(services)})"
-                )
-
-    def check_references(texts: Iterable[str], context: str) -> None:
-        for text in texts:
-            for name, attribute in service_references(text):
-                check([name], context)
-                if attribute not in SERVICE_ATTRIBUTES:
-                    raise ConfigError(
-                        f"{context}: {{services.{name}.{attribute}}}: a service offers "
-                        "{services.NAME.port} and {services.NAME.url}"
-                    )
-                offered = services[name].has_port if attribute == "port" else services[name].url
-                if not offered:
-                    raise ConfigError(f"{context}: service '{name}' has no {attribute}")
-
-    check_references([config.server], f"{where}: 'server'")
-    check_references(config.env.values(), f"{where}: 'env'")
-    check(config.server_requires, f"{where}: 'server_requires'")
-    for glob, names in config.requires:
-        check(names, f"{where}: 'requires.\"{glob}\"'")
-    for service in services.values():
-        here = f"{where} [services.{service.name}]"
-        check(service.depends_on, f"{here}: 'depends_on'")
-        fields = [service.command, service.url or "", service.probe.target, *service.env.values()]
-        check_references(fields, here)
-        if not service.has_port:
-            for text in fields:
-                if "{port}" in text or "{url}" in text:
-                    raise ConfigError(f"{here}: uses {{port}} or {{url}} but has no 'port'")
-        # A URL or address is not a shell command: every placeholder in it must be one we fill.
-        for key, text in (
-            ("url", service.url or ""),
-            (f"probe.{service.probe.kind}", service.probe.target),
-        ):
-            for name in names_in(text):
-                if name not in _SERVICE_PLACEHOLDERS and not name.startswith("services."):
-                    raise ConfigError(
-                        f"{here}: '{key}' has an unknown placeholder {{{name}}} (a service's "
-                        "own are {port}, {url}, {data_dir} and {python})"
-                    )
-    cycle = dependency_cycle(services)
-    if cycle:
-        raise ConfigError(
-            f"{where}: services depend on each other in a cycle: {' -> '.join(cycle)}"
-        )
-    for phase in config.phases:
-        if phase.marker and config.runner != "pytest":
-            raise ConfigError(
-                f"{where} phase '{phase.name}': 'marker' needs runner = 'pytest' (use 'select')"
-            )
-
-
-def known_services(services: Mapping[str, ServiceConfig]) -> str:
-    """``known services: cache, db`` (or that there are none), for error messages."""
-    if not services:
-        return "no services are configured"
-    return "known services: " + ", ".join(sorted(services))
-
-
-def dependency_cycle(services: Mapping[str, ServiceConfig]) -> list[str]:
-    """A dependency cycle among ``services`` as ``[a, b, a]``, or ``[]`` if there is none."""
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(name: str) -> list[str]:
-        if name in done:
-            return []
-        if name in visiting:
-            return [*visiting[visiting.index(name) :], name]
-        visiting.append(name)
-        for dependency in services[name].dependencies():
-            if dependency in services:
-                found = visit(dependency)
-                if found:
-                    return found
-        visiting.pop()
-        done.add(name)
-        return []
-
-    for name in sorted(services):
-        cycle = visit(name)
-        if cycle:
-            return cycle
-    return []
+    check_services(config, where)
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from testpool.config import OTHER_PHASE
+from testpool.config_services import OTHER_PHASE
 from testpool.results import Status
 
 if TYPE_CHECKING:
-    from testpool.config import Config, PhaseConfig
+    from testpool.config import Config
+    from testpool.config_services import PhaseConfig
     from testpool.runners.base import TestCase
 
 

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from testpool.config import known_services
+from testpool.config_services import known_services
 from testpool.errors import ConfigError
 from testpool.hashing import combine
 from testpool.sanitize import inline
 
 if TYPE_CHECKING:
-    from testpool.config import Config, ServiceConfig
+    from testpool.config import Config
+    from testpool.config_services import ServiceConfig
     from testpool.runners.base import TestCase
 
 

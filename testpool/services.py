@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from testpool import procs
-from testpool.config import variable_prefix
+from testpool.config_services import variable_prefix
 from testpool.errors import PortInUseError, ServiceError
 from testpool.fsutil import tail
 from testpool.health import probe as http_probe
@@ -45,7 +45,8 @@ from testpool.requirements import closure
 from testpool.sanitize import block, squeeze_blank_lines
 
 if TYPE_CHECKING:
-    from testpool.config import Config, ServiceConfig
+    from testpool.config import Config
+    from testpool.config_services import ServiceConfig
     from testpool.secrets import Redactor
     from testpool.state import RunJournal
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from testpool.config import Config, Probe, parse_config
+from testpool.config import Config, parse_config
+from testpool.config_services import Probe
 from testpool.errors import ConfigError
 from testpool.placeholders import fill, service_references, service_values
 
@@ -187,7 +188,8 @@ def test_service_placeholders() -> None:
 
 
 def test_the_readme_documents_every_key() -> None:
-    from testpool.config import _PHASE_KEYS, _SCHEMA, _SERVICE_KEYS
+    from testpool.config import _SCHEMA
+    from testpool.config_services import _PHASE_KEYS, _SERVICE_KEYS
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for key in [*_SCHEMA, *_SERVICE_KEYS, *_PHASE_KEYS]:
