@@ -127,7 +127,6 @@ class Services:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._client = httpx.AsyncClient(trust_env=False)
-        self._started = 0.0
         self._on_death: Callable[[], None] = lambda: None
 
     def on_death(self, callback: Callable[[], None]) -> None:
@@ -149,7 +148,9 @@ class Services:
             if service_config.auto_port:
                 port = free_port(self.settings.avoid_ports | self._ports())
             data_dir = self.settings.scratch / f"service-{name}"
-            values = {**self.placeholder_values(), "port": str(port), "data_dir": str(data_dir)}
+            values = {**self.placeholder_values(), "data_dir": str(data_dir)}
+            if port is not None:
+                values["port"] = str(port)
             url = fill(service_config.url, values) if service_config.url else None
             log = WorkerLog(
                 self.settings.logs_dir / "services" / f"{name}.log",
@@ -186,7 +187,6 @@ class Services:
     def launch(self) -> None:
         """Start every service as soon as its dependencies are ready (independent ones at
         once). Returns at once; :meth:`ready` waits, and raises the first failure."""
-        self._started = time.monotonic()
         for name in self.services:
             if name not in self._starting:
                 self._starting[name] = asyncio.ensure_future(self._bring_up(name))
@@ -280,6 +280,9 @@ class Services:
                 stderr=writer,
                 start_new_session=True,  # its own group: one signal stops all it started
             )
+        except (OSError, ValueError) as error:  # ValueError: a NUL in its environment
+            service.process = None
+            raise ServiceError(f"service {service.name} cannot be started: {error}") from None
         finally:
             os.close(writer)
         if self.settings.journal is not None:
