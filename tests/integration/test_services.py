@@ -396,7 +396,10 @@ def test_nothing_is_left_when_testpool_is_killed_while_services_run(
         server_requires=["mock"],
     )
     process = project.popen()
-    wait_until(marker.exists, timeout=90, what="the test to start")
+    wait_until(
+        lambda: marker.exists() or process.poll() is not None, timeout=90, what="the test to start"
+    )
+    assert marker.exists(), process.communicate()
     run_id = str(record_of(project)["run_id"])
     record = record_of(project)
     services = [p for p in record["processes"] if p["what"].startswith("service ")]
