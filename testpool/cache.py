@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 VERSION = 1
 # The order in which a changed input is named as the reason to rerun.
-COMPONENTS = ("test", "shared", "helpers", "inputs", "seed", "config", "secrets")
+# "services" is only in the key of a test that uses a service.
+COMPONENTS = ("test", "shared", "helpers", "inputs", "seed", "config", "services", "secrets")
 REASONS = {
     "test": "test file changed",
     "shared": "shared test code changed",
@@ -48,6 +49,7 @@ REASONS = {
     "inputs": "inputs changed",
     "seed": "data seed changed",
     "config": "config changed",
+    "services": "services changed",
     "secrets": "secrets changed",
 }
 PREVIOUSLY = {
@@ -299,9 +301,13 @@ class SharedInputs:
     seed: str
     config: str
     secrets: str
+    # The services every test uses (the workers' server's), and each service's digest.
+    server_services: tuple[str, ...] = ()
+    service_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str) -> SharedInputs:
+    from testpool.requirements import closure, service_digests
     from testpool.secrets import fingerprint
 
     seed = config.seed_path
@@ -330,6 +336,8 @@ def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str)
         secrets=fingerprint(secrets_paths, bytes.fromhex(salt), config.root)
         if secrets_paths
         else "none",
+        server_services=tuple(closure(config.services_for_server(), config.services)),
+        service_digests=service_digests(config),
     )
 
 
@@ -346,7 +354,9 @@ class PlanItem:
 def fingerprint_of(
     case: TestCase, runner: Runner, hasher: FileHasher, shared: SharedInputs
 ) -> dict[str, str]:
-    return {
+    from testpool.requirements import cache_component
+
+    inputs = {
         "test": hasher.files(runner.own_files(case)),
         "shared": runner.shared_digest(case, hasher),
         "helpers": shared.helpers,
@@ -355,6 +365,10 @@ def fingerprint_of(
         "config": shared.config,
         "secrets": shared.secrets,
     }
+    services = cache_component(case, shared.server_services, shared.service_digests)
+    if services is not None:
+        inputs["services"] = services
+    return inputs
 
 
 def decide(entry: CacheEntry | None, inputs: Mapping[str, str], *, full: bool) -> tuple[bool, str]:
@@ -364,7 +378,7 @@ def decide(entry: CacheEntry | None, inputs: Mapping[str, str], *, full: bool) -
     if entry.status is not Status.PASSED:
         return True, PREVIOUSLY.get(entry.status, f"previously {entry.status.value}")
     for component in COMPONENTS:
-        if entry.inputs.get(component) != inputs[component]:
+        if entry.inputs.get(component) != inputs.get(component):
             return True, REASONS[component]
     if full:
         return True, FULL_RUN

@@ -28,11 +28,13 @@ Exit codes:
   0    every test passed (cached counts as passed; flaky too, unless --fail-on-flaky)
   1    a test failed, timed out or hit an infrastructure error
   2    usage or configuration error (including secrets, a results_dir that
-       cannot be written, -- ARGS the runner cannot use; init: no tests, or a
-       configuration that exists already)
-  3    infrastructure: tmux or a runner's toolchain missing, a worker port taken,
-       a worker that did not start, every worker retired, Redis unreachable or lost
-       (--queue), a build's results missing when `testpool report` gives up
+       cannot be written, -- ARGS the runner cannot use, a test requiring an
+       unknown service, phases with --queue; init: no tests, or a configuration
+       that exists already)
+  3    infrastructure: tmux or a runner's toolchain missing, a worker or service
+       port taken, a worker or shared service that did not start, a service that
+       kept dying, every worker retired, Redis unreachable or lost (--queue), a
+       build's results missing when `testpool report` gives up
   5    no tests found, or none matched --file or the -- ARGS selection
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
@@ -293,7 +295,9 @@ def cli(
 
     Each worker is a dev server in its own tmux session, on its own port (port_base + N),
     with its own seeded DATA_DIR. Tests that passed before and whose inputs have not changed
-    are skipped (see `testpool list`).
+    are skipped (see `testpool list`). The shared services the tests to run require
+    ([services.NAME] in the config) start once, before the workers; the tests run phase by
+    phase ([[phases]]), and a failed required phase stops the run.
 
     \b
     testpool [OPTIONS] -- ARGS   choose tests the runner's way: ARGS go to pytest's

@@ -17,7 +17,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from testpool.config_services import (
+    PhaseConfig,
+    ServiceConfig,
+    check_services,
+    offers,
+    parse_names,
+    parse_phases,
+    parse_requires,
+    parse_services,
+)
 from testpool.errors import ConfigError
+from testpool.placeholders import service_references
 
 if TYPE_CHECKING:
     from testpool.distributed import QueueOptions
@@ -59,6 +70,10 @@ class Config:
     pytest_args: tuple[str, ...] = ()
     # destination under DATA_DIR -> template file (root-relative), rendered per worker
     files: Mapping[str, str] = field(default_factory=dict)
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    requires: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (test id glob, services)
+    server_requires: tuple[str, ...] = ()
+    phases: tuple[PhaseConfig, ...] = ()
 
     def path(self, relative: str) -> Path:
         """A configured path, resolved against the project root."""
@@ -86,6 +101,23 @@ class Config:
 
     def port(self, worker: int) -> int:
         return self.port_base + worker
+
+    def services_for_server(self) -> tuple[str, ...]:
+        """The services every worker's server needs: ``server_requires`` plus those that
+        ``server``, ``env``, ``health_path`` and the ``files`` templates name in placeholders
+        (read from the configuration as written, never from a filled-in copy)."""
+        texts = [self.server, self.health_path, *self.env.values(), *self._template_texts()]
+        referenced = [name for text in texts for name, _ in service_references(text)]
+        return tuple(dict.fromkeys([*self.server_requires, *referenced]))
+
+    def _template_texts(self) -> list[str]:
+        texts = []
+        for path in self.file_templates().values():
+            try:
+                texts.append(path.read_bytes().decode("utf-8"))
+            except (OSError, UnicodeDecodeError):
+                continue  # validate() has said so already
+        return texts
 
     def run_affecting(self) -> dict[str, object]:
         """The settings that can change a test's result; part of every cache key."""
@@ -145,6 +177,10 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "pytest_mode": ((str,), "'session' or 'process'"),
     "pytest_args": ((list,), "a list of strings"),
     "files": ((dict,), "a table of paths in DATA_DIR to template files"),
+    "services": ((dict,), "a table of service tables ([services.NAME])"),
+    "requires": ((dict,), "a table of test id globs to lists of service names"),
+    "server_requires": ((list,), "a list of service names"),
+    "phases": ((list,), "an array of phase tables ([[phases]])"),
 }
 
 _CONFIG_FIELDS = {f.name for f in fields(Config)} - {"root", "source"}
@@ -225,6 +261,16 @@ def parse_config(
     for key in ("health_interval", "startup_timeout", "test_timeout"):
         if key in values:
             values[key] = float(values[key])
+    if "services" in values:
+        values["services"] = parse_services(values["services"], where)
+    if "requires" in values:
+        values["requires"] = parse_requires(values["requires"], where)
+    if "server_requires" in values:
+        values["server_requires"] = parse_names(
+            values["server_requires"], f"{where}: 'server_requires'"
+        )
+    if "phases" in values:
+        values["phases"] = parse_phases(values["phases"], where)
     config = Config(root=root, source=source, **values)
     validate(config, where)
     return config
@@ -280,15 +326,17 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: 'cache_file' is a folder, not a file: {config.cache_file}")
     if config.results_path.exists() and not config.results_path.is_dir():
         raise ConfigError(f"{where}: 'results_dir' is not a folder: {config.results_dir}")
+    check_services(config, where)
 
 
 def _check_placeholders(config: Config, where: str) -> None:
     from testpool import placeholders
 
-    placeholders.check(config.server, where=where, key="server")
-    placeholders.check(config.health_path, where=where, key="health_path")
+    services = offers(config.services)
+    placeholders.check(config.server, where=where, key="server", services=services)
+    placeholders.check(config.health_path, where=where, key="health_path", services=services)
     for name, value in config.env.items():
-        placeholders.check(value, where=where, key=f"env.{name}")
+        placeholders.check(value, where=where, key=f"env.{name}", services=services)
     if config.run is not None:
         placeholders.check(
             config.run, where=where, key="run", allowed=(*placeholders.EVERYWHERE, "id")
@@ -323,7 +371,9 @@ def _check_files(config: Config, where: str) -> None:
             raise ConfigError(f"{where}: '{key}': cannot read {source}: {error.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{where}: '{key}': {source} is not UTF-8 text") from None
-        placeholders.check(text, where=where, key=key, source=source)
+        placeholders.check(
+            text, where=where, key=key, source=source, services=offers(config.services)
+        )
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:

@@ -34,7 +34,7 @@ def discover(
     cached = data.discovery.get(slot)
     if key is not None and cached and cached.get("key") == key:
         try:
-            return [TestCase(t[0], t[1], tuple(t[2])) for t in cached["tests"]], None
+            return [_case(entry) for entry in cached["tests"]], None
         except (KeyError, IndexError, TypeError):
             pass  # a damaged entry: collect again
     cases = runner.discover(scope)
@@ -42,8 +42,23 @@ def discover(
         raise NoTestsError(f"no tests found under {config.tests}")
     if key is None:
         return cases, None
-    update = {slot: {"key": key, "tests": [[c.id, c.file, list(c.sources)] for c in cases]}}
+    update = {
+        slot: {
+            "key": key,
+            "tests": [
+                [c.id, c.file, list(c.sources), list(c.requires), list(c.markers)] for c in cases
+            ],
+        }
+    }
     return cases, update
+
+
+def _case(entry: list[Any]) -> TestCase:
+    """A test from the discovery cache: ``[id, file, sources, requires, markers]``."""
+    test_id, file, sources, requires, markers = entry
+    if not all(isinstance(s, str) for s in (test_id, file, *sources, *requires, *markers)):
+        raise TypeError("not a test")
+    return TestCase(test_id, file, tuple(sources), tuple(requires), tuple(markers))
 
 
 def select(cases: list[TestCase], patterns: Sequence[str]) -> list[TestCase]:

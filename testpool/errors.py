@@ -10,6 +10,7 @@
     ├── NoTestsError              exit 5  nothing discovered, or nothing matched --file
     └── InfrastructureError       exit 3  tmux missing, a port taken, a worker that won't start
         ├── PortInUseError
+        ├── ServiceError           a shared service did not start, or died and stayed dead
         └── WorkerStartError
             ├── ServerExitedError  the server process died before it was healthy
             ├── WrongAddressError  it listens on another port or address than its own
@@ -81,6 +82,10 @@ class InfrastructureError(TestpoolError):
 
 class PortInUseError(InfrastructureError):
     """A worker port is held by a process testpool did not start."""
+
+
+class ServiceError(InfrastructureError):
+    """A shared service did not become ready, or died and could not be restarted."""
 
 
 class WorkerStartError(InfrastructureError):

@@ -187,6 +187,9 @@ class PoolSettings:
     logs_dir: Path
     journal: RunJournal | None = None
     base_environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Run-wide placeholder values beyond the run's own: the shared services' ports and URLs
+    # ({services.NAME.port}), filled with the worker's in server, env, health path and files.
+    values: Mapping[str, str] = field(default_factory=dict)
 
 
 class Pool:
@@ -224,7 +227,11 @@ class Pool:
         env = {k: v for k, v in self.settings.base_environ.items() if k not in TMUX_VARIABLES}
         # An `env` value made of a worker's values gets its stand-in here, outside any worker
         # (pytest collecting), and the worker's own value on the worker's session.
-        env.update(render_env(self.config.env, collection_values(self.settings.run_id)))
+        outside = {
+            **collection_values(self.settings.run_id, self.config.services),
+            **self.settings.values,
+        }
+        env.update(render_env(self.config.env, outside))
         env.update(self.settings.secrets)
         env[RUN_ID_VARIABLE] = self.settings.run_id
         return env
@@ -247,7 +254,10 @@ class Pool:
 
     def values(self, index: int, data_dir: Path) -> dict[str, str]:
         """Worker ``index``'s placeholder values (see :mod:`testpool.placeholders`)."""
-        return worker_values(self.settings.run_id, index, self.config.port(index), data_dir)
+        return {
+            **worker_values(self.settings.run_id, index, self.config.port(index), data_dir),
+            **self.settings.values,
+        }
 
     def command(self, worker: Worker) -> str:
         """The server command of ``worker``, its placeholders filled in."""

@@ -14,7 +14,8 @@ sets the variables they read for each worker, and in a plain ``pytest`` run, whe
 same variables if you set them yourself, and skip the test (with the reason) if you did not.
 Both are session-scoped: a worker's values do not change while its pytest lives (a restarted
 worker gets a new pytest), and session fixtures can use them. The module does nothing until a
-test asks for a fixture, and imports little (of testpool, only its ``base_url`` fixture).
+test asks for a fixture (besides declaring the ``requires`` marker), and imports little (of
+testpool, only its ``base_url`` fixture and the marker's declaration).
 
 ``base_url`` (in :mod:`testpool.base_url_fixture`) is left to another plugin that already
 defines it: pytest-base-url, which pytest-playwright and pytest-selenium use. Under testpool,
@@ -99,6 +100,11 @@ def testpool_worker() -> TestpoolWorker:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # @pytest.mark.requires("db") names the shared services a test needs (testpool starts
+    # them); declared in every pytest, so a --strict-markers run without testpool accepts it.
+    from testpool.pytest_plugin import register_requires_marker
+
+    register_requires_marker(config)
     # Two plugins defining one fixture: which one a test gets would depend on the order pytest
     # happened to load them in. Every other plugin is loaded by now.
     if not config.pluginmanager.has_plugin(OTHER_BASE_URL_PLUGIN):

@@ -97,6 +97,7 @@ def _no_distribution(config: pytest.Config) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    register_requires_marker(config)
     if config.getoption("testpool_serve", False):
         config.pluginmanager.register(
             _Zygote(int(os.environ[CMD_FD]), int(os.environ[RESULT_FD])), "testpool-zygote"
@@ -122,8 +123,22 @@ def _point_base_url_plugin(config: pytest.Config) -> None:
         config.option.base_url = url
 
 
+REQUIRES_MARKER = (
+    "requires(*services): the shared testpool services this test needs, "
+    'e.g. @pytest.mark.requires("db")'
+)
+
+
+def register_requires_marker(config: pytest.Config) -> None:
+    """Declare ``@pytest.mark.requires`` (so ``--strict-markers`` suites accept it), once: the
+    fixtures plugin, which every pytest loads, declares it too."""
+    if REQUIRES_MARKER not in config.getini("markers"):
+        config.addinivalue_line("markers", REQUIRES_MARKER)
+
+
 class _CollectExport:
-    """Discovery: write every collected item's node id and defining file as JSON."""
+    """Discovery: write every collected item's node id, defining file, the services it
+    requires (``@pytest.mark.requires``) and its marker names as JSON."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -134,7 +149,9 @@ class _CollectExport:
         for item in session.items:
             module_file = item.nodeid.split("::", 1)[0]
             defined_in = item.location[0].replace(os.sep, "/")
-            items.append([item.nodeid, module_file, defined_in])
+            requires = [str(name) for mark in item.iter_markers("requires") for name in mark.args]
+            markers = sorted({mark.name for mark in item.iter_markers()})
+            items.append([item.nodeid, module_file, defined_in, requires, markers])
         with open(self._path, "w") as handle:
             json.dump({"items": items, "errors": session.testsfailed}, handle)
 

@@ -110,6 +110,7 @@ class TestResult:
     # Where it ran when a run spans machines ("shard 2/4", "ci-runner-3 (pid 123)"); the
     # worker and attempts' workers are that machine's.
     origin: str = ""
+    phase: str | None = None  # None when the configuration has no phases
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -121,6 +122,7 @@ class TestResult:
             "attempts": [attempt.to_dict() for attempt in self.attempts],
             "log": self.log_path,
             "message": self.message,
+            "phase": self.phase,
         }
         if self.origin:
             data["origin"] = self.origin
@@ -138,12 +140,48 @@ class TestResult:
             log_path=data.get("log"),
             message=str(data.get("message", "")),
             origin=str(data.get("origin", "")),
+            phase=data.get("phase"),
         )
 
 
-def cached_result(test_id: str, file: str) -> TestResult:
+def cached_result(test_id: str, file: str, phase: str | None = None) -> TestResult:
     """The result of a test the cache skipped."""
-    return TestResult(test_id, file, Status.CACHED, message="unchanged")
+    return TestResult(test_id, file, Status.CACHED, message="unchanged", phase=phase)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """How one phase of a run went. ``outcome``: ``passed``, ``failed`` (a test of it failed),
+    or ``not run`` (an earlier required phase failed, the run was stopped, or it was
+    interrupted before the phase began)."""
+
+    name: str
+    mode: str
+    required: bool
+    outcome: str
+    tests: int
+    wall_time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "required": self.required,
+            "outcome": self.outcome,
+            "tests": self.tests,
+            "wall_time": round(self.wall_time, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseResult:
+        return cls(
+            name=str(data["name"]),
+            mode=str(data["mode"]),
+            required=bool(data["required"]),
+            outcome=str(data["outcome"]),
+            tests=int(data["tests"]),
+            wall_time=float(data.get("wall_time", 0.0)),
+        )
 
 
 @dataclass
@@ -163,7 +201,11 @@ class RunSummary:
     # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
     # from the start of the run until it could take a test), restarts.
     workers_detail: list[dict[str, Any]] = field(default_factory=list)
-    # A run-stopping problem (a worker that would not start, every worker retired).
+    # The configured phases in order (empty without phases), and the run's shared services:
+    # name, port, url, state, ready (seconds to become ready), restarts, log.
+    phases: list[PhaseResult] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    # A run-stopping problem (a worker or service that would not start, every worker retired).
     error: str = ""
     error_detail: str = ""
     error_exit: int = 0
@@ -217,6 +259,8 @@ class RunSummary:
             "workers_detail": self.workers_detail,
             **({"part": self.part} if self.part else {}),
             **({"parts": self.parts} if self.parts else {}),
+            "phases": [phase.to_dict() for phase in self.phases],
+            "services": self.services,
             "tests": [result.to_dict() for result in self.results],
         }
 
@@ -239,4 +283,6 @@ class RunSummary:
             workers_detail=list(data.get("workers_detail", [])),
             part=dict(data["part"]) if isinstance(data.get("part"), dict) else None,
             parts=[dict(p) for p in data.get("parts", []) if isinstance(p, dict)],
+            phases=[PhaseResult.from_dict(p) for p in data.get("phases", [])],
+            services=list(data.get("services", [])),
         )

@@ -1,10 +1,13 @@
 """The orchestrator of one run: routes events between the pool, the scheduler, the executors,
 the cache recorder and the reporter. It decides nothing itself.
 
-Lifecycle (:meth:`Run.execute`): decrypt secrets → record the run (journal + reaper) → launch
-the workers and, at the same time, prepare the executors → one consumer per worker pulls tests
-from the scheduler until it is done → stop everything in stages and remove what we made →
-write the reports. Every exit path goes through the same cleanup: success, failures, a worker
+Lifecycle (:meth:`Run.execute`): decrypt secrets → record the run (journal + reaper) → start
+the shared services the tests need (the workers' own first) → launch the workers and, at the
+same time, prepare the executors → phase after phase, one consumer per worker pulls tests from
+that phase's scheduler until it is done (a failed required phase ends the run early) → stop
+everything in stages, the services last, and remove what we made → write the reports. A
+service that dies meanwhile is restarted while the tests that needed it are retried, or ends
+the run. Every exit path goes through the same cleanup: success, failures, a worker
 that would not start, an exception, Ctrl-C or SIGTERM (first: stop gracefully; second: kill now).
 """
 
@@ -23,18 +26,29 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from testpool import procs
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
-from testpool.errors import CacheError, InfrastructureError, TestpoolError
+from testpool.errors import CacheError, InfrastructureError, ServiceError, TestpoolError
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
+from testpool.phases import Phase, failed, phase_of, split
 from testpool.placeholders import collection_values, render_env
-from testpool.pool import Pool, PoolSettings, Worker, WorkerState
+from testpool.pool import Pool, PoolSettings, Worker, WorkerState, check_ports
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.queues import LocalQueue, WorkQueue
-from testpool.report.render import Board, WorkerView
-from testpool.results import Attempt, Outcome, RunSummary, Status, TestResult, cached_result
+from testpool.report.render import Board, WorkerView, phase_label
+from testpool.requirements import closure, needed
+from testpool.results import (
+    Attempt,
+    Outcome,
+    PhaseResult,
+    RunSummary,
+    Status,
+    TestResult,
+    cached_result,
+)
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
 from testpool.scheduler import Scheduler
 from testpool.secrets import Redactor, load_secrets
+from testpool.services import Services, ServiceSettings
 from testpool.state import RunJournal, RunScope
 from testpool.workerenv import collection_env
 
@@ -130,6 +144,12 @@ class Run:
         self.run_id = scope.run_id
         self.run_logs = logs
         self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
+        every_case = [item.case for item in [*to_run, *cached]]
+        self.phase_of = {case.id: phase_of(case, config) for case in every_case}
+        order_index = {test_id: index for index, test_id in enumerate(order)}
+        self.phases: list[Phase] = split(
+            sorted(every_case, key=lambda case: order_index.get(case.id, 0)), config
+        )
         self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
         self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
         self.results: dict[str, TestResult] = {}
@@ -143,10 +163,20 @@ class Run:
         self.sessions: dict[int, WorkerExecutor] = {}
         self.executor: Executor | None = None
         self.pool: Pool | None = None
-        # Where the tests come from: the embedded queue unless one shared by machines is given.
+        self.services: Services | None = None
+        # Where the tests come from: the embedded queue of the phase that runs (one per phase),
+        # unless one shared by machines is given.
         self.shared_queue = queue
         self.queue: WorkQueue | None = None
         self._changed = asyncio.Event()
+        # Cleared while a shared service is down (it is being restarted): no test starts.
+        self._services_up = asyncio.Event()
+        self._services_up.set()
+        self._needs: dict[str, tuple[str, ...]] = {}  # test id -> the services it uses
+        self._supervisor: asyncio.Task[None] | None = None
+        self._fresh_data: dict[int, bool] = {}  # worker -> its DATA_DIR is untouched
+        self._phase_times: dict[str, float] = {}  # phases that began -> their wall time
+        self._stop_reason = ""  # why the later phases do not run
         self._ready_at: dict[int, float] = {}
         self._cleaning = False
         self._previous_handlers: dict[signal.Signals, Any] = {}
@@ -192,6 +222,25 @@ class Run:
         self, secrets: Mapping[str, str], scratch: Path, journal: RunJournal
     ) -> None:
         count = min(self.config.workers, len(self.to_run))
+        services = self.services = Services(
+            ServiceSettings(
+                config=self.config,
+                run_id=self.run_id,
+                secrets=secrets,
+                redact=self.redact,
+                scratch=scratch,
+                logs_dir=self.run_logs.folder,
+                journal=journal,
+                avoid_ports=frozenset(self.config.port(index) for index in range(count)),
+            )
+        )
+        services.allocate(needed(self.cases.values(), self.config))
+        services.on_death(self._services_up.clear)
+        server_services = closure(self.config.services_for_server(), self.config.services)
+        self._needs = {
+            test_id: tuple(closure([*case.requires, *server_services], self.config.services))
+            for test_id, case in self.cases.items()
+        }
         pool = self.pool = Pool(
             PoolSettings(
                 config=self.config,
@@ -201,9 +250,17 @@ class Run:
                 scratch=scratch,
                 logs_dir=self.run_logs.folder,
                 journal=journal,
+                # NAME_PORT and NAME_URL reach every server and test
+                base_environ={**os.environ, **services.environment},
+                # {services.NAME.port} in server, env, health_path, files
+                values=services.placeholder_values(),
             )
         )
-        base_env = {**os.environ, **render_env(self.config.env, collection_values(self.run_id))}
+        outside = {
+            **collection_values(self.run_id, self.config.services),
+            **services.placeholder_values(),
+        }
+        base_env = {**os.environ, **render_env(self.config.env, outside)}
         common_env = {**pool.global_env(), RUN_ID_VARIABLE: self.run_id}
         context = ExecContext(
             root=self.config.root,
@@ -214,38 +271,116 @@ class Run:
             common_env=common_env,
             collection_env=collection_env(common_env, configured={*self.config.env, *secrets}),
         )
+        if services.names:
+            # A taken worker port ends the run anyway: find out before starting a database.
+            check_ports([self.config.port(index) for index in range(count)])
+        services.launch()
+        if services.names:
+            self.reporter.note(
+                f"services: {services.describe()} (logs: "
+                f"{display_path(self.run_logs.folder / 'services', self.config.root)})"
+            )
         executor = self.executor = self.runner.executor(context)
         await executor.warm_up()
+        await services.ready(server_services)  # the workers' servers need these
         workers = pool.launch(count)
         pool.on_change(self._worker_changed)
         self.reporter.start(self._board(workers))
         self.reporter.note(f"workers: {pool.attach_hint} (while it runs)")
         preparing = asyncio.ensure_future(executor.prepare([item.case for item in self.to_run]))
         try:
-            await _all_or_nothing([self._bring_up(worker, executor) for worker in workers])
+            await _all_or_nothing(
+                [*(self._bring_up(worker, executor) for worker in workers), services.ready()]
+            )
             decided = await preparing
         finally:
             if not preparing.done():
                 preparing.cancel()
                 await asyncio.gather(preparing, return_exceptions=True)
+        if services.names:
+            self._supervisor = asyncio.ensure_future(self._supervise_services())
         for test_id, outcome in decided.items():
             self._finalize(self.cases[test_id], outcome.status, outcome, worker=None)
-        remaining = [item.case.id for item in self.to_run if item.case.id not in decided]
         if self.shared_queue is not None:
+            # The build's queue is the only one: phases are refused with --queue (app).
             self.queue = self.shared_queue
             await self.queue.start([w.index for w in workers])
             await _all_or_nothing([self._consume(worker) for worker in workers])
             return
-        self.queue = LocalQueue(
-            Scheduler(
-                remaining,
-                workers=[w.index for w in workers],
-                durations=self.durations,
-                retries=self.options.retries,
-                max_failures=self.options.max_failures,
-            )
-        )
-        await _all_or_nothing([self._consume(worker) for worker in workers])
+        await self._run_phases(workers)
+
+    async def _run_phases(self, workers: list[Worker]) -> None:
+        """Each phase in turn, on the workers still in the pool: a scheduler of its own
+        (one test at a time if sequential) and one consumer per worker."""
+        live = [worker.index for worker in workers]
+        by_index = {worker.index: worker for worker in workers}
+        for number, phase in enumerate(self.phases, start=1):
+            if self._stop_reason or self.error is not None or not live:
+                return
+            started = self.clock()
+            self._phase_times[phase.name] = 0.0  # it began (an interrupt may end it early)
+            tests = [t for t in phase.tests if t in self.cases and t not in self.results]
+            try:
+                if tests:
+                    if self.config.phases:
+                        label = phase_label(
+                            phase.name, number, len(self.phases), phase.mode, phase.required
+                        )
+                        self.reporter.phase_started(label, len(tests))
+                    scheduler = Scheduler(
+                        tests,
+                        workers=live,
+                        durations=self.durations,
+                        retries=self.options.retries,
+                        max_failures=self._failures_left(),
+                        max_running=1 if phase.sequential else None,
+                    )
+                    self.queue = LocalQueue(scheduler)
+                    await _all_or_nothing([self._consume(by_index[index]) for index in live])
+                    live = sorted(scheduler.live_workers)
+                    if scheduler.stopped and not self.interrupted and self.error is None:
+                        self._stop_reason = "stopped: --max-failures reached"
+            finally:
+                self._phase_times[phase.name] = self.clock() - started
+            statuses = {test_id: result.status for test_id, result in self.results.items()}
+            if phase.required and failed(phase, statuses, fail_on_flaky=self.options.fail_on_flaky):
+                self._stop_reason = f"not run: required phase '{phase.name}' failed"
+                if number < len(self.phases):
+                    self.reporter.note(
+                        f"required phase {phase.name} failed: the later phases do not run"
+                    )
+
+    def _failures_left(self) -> int | None:
+        """What is left of ``--max-failures`` for the next phase."""
+        if self.options.max_failures is None:
+            return None
+        so_far = sum(1 for result in self.results.values() if result.status.is_failure)
+        return max(1, self.options.max_failures - so_far)
+
+    async def _supervise_services(self) -> None:
+        """Restart a service that dies while the run goes on (no test starts meanwhile); one
+        that cannot be restarted ends the run (exit 3, with its log tail)."""
+        services = self.services
+        assert services is not None
+        while True:
+            name = await services.wait_for_death(services.names)
+            self._services_up.clear()
+            ended = services.how_it_ended(services.services[name])
+            self.infra_events.append(f"service {name} {ended} during the run; restarting it")
+            self.reporter.note(f"service {name} {ended}; restarting it")
+            try:
+                await services.restart(name)
+            except ServiceError as error:
+                self.error = error
+                if self.queue is not None:
+                    self.queue.stop()
+                self._services_up.set()  # let the consumers see that nothing is left to do
+                self._notify()
+                return
+            self.reporter.note(f"service {name} restarted")
+            if all(services.alive(n) for n in services.names):
+                self._services_up.set()
+            self._notify()
 
     async def _bring_up(self, worker: Worker, executor: Executor) -> None:
         assert self.pool is not None
@@ -264,8 +399,8 @@ class Run:
     async def _consume(self, worker: Worker) -> None:
         queue = self.queue
         assert queue is not None and self.pool is not None
-        fresh_data = True
         while True:
+            await self._services_up.wait()
             task = await queue.next_for(worker.index)
             if task is None:
                 if queue.done or worker.index not in queue.live_workers:
@@ -278,9 +413,9 @@ class Run:
                 case = TestCase(task.test_id, "")
                 outcome, started = _not_discovered_here(), self.clock()
             else:
-                if self.config.isolation == "test" and not fresh_data:
+                if self.config.isolation == "test" and not self._fresh_data.get(worker.index, True):
                     await asyncio.to_thread(self.pool.reseed, worker)
-                fresh_data = False
+                self._fresh_data[worker.index] = False
                 outcome, started = await self._attempt(worker, case)
             attempt = self._record_attempt(case, worker, outcome, started)
             decision = await queue.finish(worker.index, task, outcome, attempt)
@@ -292,6 +427,9 @@ class Run:
                     f"{outcome.message or 'no message'})"
                 )
             self._notify()
+            # A server whose health depends on a service that is being restarted is not judged
+            # until the service is back.
+            await self._services_up.wait()
             if not await self._worker_fit(worker, outcome):
                 if not await self._restart(worker, outcome):
                     queue.retire_worker(worker.index)
@@ -304,37 +442,59 @@ class Run:
                         )
                     self._notify()
                     return
-                fresh_data = True
+                self._fresh_data[worker.index] = True
 
     async def _attempt(self, worker: Worker, case: TestCase) -> tuple[Outcome, float]:
-        """Run one test on ``worker``; a server that dies meanwhile ends it as an error."""
-        assert self.pool is not None
+        """Run one test on ``worker``; a server or a service the test uses that dies meanwhile
+        ends it as an (infrastructure) error."""
+        assert self.pool is not None and self.services is not None
         session = self.sessions[worker.index]
+        needs = self._needs.get(case.id, ())
         started = self.clock()
         worker.current_test, worker.since = case.id, started
         self.pool.set_state(worker, WorkerState.RUNNING)
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
         death = asyncio.ensure_future(self.pool.wait_for_death(worker))
+        watchers: set[asyncio.Future[Any]] = {death}
+        service_death: asyncio.Future[str] | None = None
+        if needs:
+            service_death = asyncio.ensure_future(self.services.wait_for_death(needs))
+            watchers.add(service_death)
         try:
-            await asyncio.wait({running, death}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({running, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             running.cancel()
-            death.cancel()
-            await asyncio.gather(running, death, return_exceptions=True)
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(running, *watchers, return_exceptions=True)
             raise
         finally:
             worker.current_test = None
             self.pool.set_state(worker, WorkerState.IDLE)
+        # Which service died is known from its watcher: by now it may be restarting already.
+        dead = (
+            service_death.result()
+            if service_death is not None and service_death.done()
+            else next((name for name in needs if not self.services.alive(name)), None)
+        )
+        server_died = death.done()
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         if running.done():
-            death.cancel()
-            await asyncio.gather(death, return_exceptions=True)
             outcome = running.result()
             if outcome.status in (Status.FAILED, Status.TIMEOUT) and not self.pool.alive(worker):
                 outcome = _server_died(outcome)
+            elif outcome.status in (Status.FAILED, Status.TIMEOUT) and dead:
+                outcome = _service_died(outcome, dead)
         else:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-            outcome = _server_died(Outcome(Status.ERROR, self.clock() - started))
+            interrupted = Outcome(Status.ERROR, self.clock() - started)
+            if dead and not server_died:
+                outcome = _service_died(interrupted, dead)
+            else:
+                outcome = _server_died(interrupted)
         return (
             Outcome(outcome.status, outcome.duration, self.redact(outcome.output),
                     self.redact(outcome.message)),
@@ -403,6 +563,7 @@ class Run:
             log_path=log_path,
             message=outcome.message,
             output=outcome.output,
+            phase=self.phase_of.get(case.id),
         )
         self.results[case.id] = result
         self.recorder.add(result)
@@ -419,7 +580,17 @@ class Run:
         if self.queue is None or self.pool is None or not self.durations:
             return None
         default = sum(self.durations.values()) / len(self.durations)
-        estimate = sum(self.durations.get(t, default) for t in self.queue.pending)
+        pending = list(self.queue.pending)
+        if self.shared_queue is None and not self._stop_reason:
+            # The phase that runs is in its queue; the phases still to come are not yet.
+            pending += [
+                test_id
+                for phase in self.phases
+                if phase.name not in self._phase_times
+                for test_id in phase.tests
+                if test_id in self.cases and test_id not in self.results
+            ]
+        estimate = sum(self.durations.get(t, default) for t in pending)
         now = self.clock()
         for worker in self.pool.workers:
             if worker.current_test is not None:
@@ -444,14 +615,18 @@ class Run:
             ordered += [t for t in self.results if t not in known]
             results = [self.results[t] for t in ordered]
         for test_id in [] if self.shared_queue is not None else self.order:
+            phase = self.phase_of.get(test_id)
             if test_id in self.results:
                 results.append(self.results[test_id])
             elif test_id in cached:
-                results.append(cached_result(test_id, cached[test_id].case.file))
+                results.append(cached_result(test_id, cached[test_id].case.file, phase))
             elif test_id in self.cases:
+                began = phase is None or phase in self._phase_times
+                message = reason if began or not self._stop_reason else self._stop_reason
                 results.append(TestResult(
                     test_id, self.cases[test_id].file, Status.NOT_RUN,
-                    attempts=tuple(self.attempts.get(test_id, ())), message=reason,
+                    attempts=tuple(self.attempts.get(test_id, ())), message=message,
+                    phase=phase,
                 ))  # fmt: skip
         workers = self.pool.workers if self.pool else []
         return RunSummary(
@@ -475,10 +650,34 @@ class Run:
                 }
                 for w in workers
             ],
+            phases=self._phase_results(results),
+            services=self.services.details() if self.services else [],
             error=self.error.message if self.error else "",
             error_detail=self.error.detail if self.error else "",
             error_exit=self.error.exit_code if self.error else 0,
         )
+
+    def _phase_results(self, results: list[TestResult]) -> list[PhaseResult]:
+        if not self.config.phases:
+            return []
+        statuses = {result.id: result.status for result in results}
+        phases = []
+        for phase in self.phases:
+            if phase.name not in self._phase_times:
+                outcome = "not run"
+            elif failed(phase, statuses, fail_on_flaky=self.options.fail_on_flaky):
+                outcome = "failed"
+            elif any(statuses.get(test_id) is Status.NOT_RUN for test_id in phase.tests):
+                outcome = "stopped"
+            else:
+                outcome = "passed"
+            phases.append(
+                PhaseResult(
+                    phase.name, phase.mode, phase.required, outcome, len(phase.tests),
+                    self._phase_times.get(phase.name, 0.0),
+                )
+            )  # fmt: skip
+        return phases
 
     def _collect_queue_news(self) -> None:
         """What a queue shared by machines had to say: events, and a lost connection."""
@@ -530,6 +729,8 @@ class Run:
                 self.tracker.kill_all_now()
                 if self.pool is not None:
                     self.pool.kill_now()
+                if self.services is not None:
+                    self.services.kill_now()
 
         for sig in _SIGNALS:
             self._previous_handlers[sig] = signal.getsignal(sig)
@@ -547,6 +748,10 @@ class Run:
         """Stop everything this run started, in stages, whatever state it is in."""
         self._cleaning = True
         self.reporter.stop()
+        if self._supervisor is not None:
+            # From here on a service that ends is being stopped, not dying.
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
         if self.queue is not None:
             await self.queue.close()
             self._collect_queue_news()
@@ -563,6 +768,10 @@ class Run:
         # second Ctrl-C still acts at once).
         left = await procs.wait_groups_gone(self.tracker.groups, WIND_DOWN)
         await asyncio.gather(*(procs.terminate_group(pgid) for pgid in left))
+        # 4. The shared services, last (servers and session fixtures may use them to the end),
+        # in reverse dependency order.
+        if self.services is not None:
+            await self.services.stop()
         # Anything that escaped its process group still carries our run id.
         strays = procs.processes_of_run(self.run_id)
         if strays:
@@ -580,6 +789,11 @@ def _not_discovered_here() -> Outcome:
 
 def _server_died(outcome: Outcome) -> Outcome:
     message = "the worker's server died during this test"
+    return Outcome(Status.ERROR, outcome.duration, outcome.output, message)
+
+
+def _service_died(outcome: Outcome, service: str) -> Outcome:
+    message = f"service {service} died during this test"
     return Outcome(Status.ERROR, outcome.duration, outcome.output, message)
 
 

@@ -10,7 +10,8 @@ Pure bookkeeping: no I/O, no asyncio, no clock. The runner's consumers call it:
 
 Order: longest recorded duration first (tests with no record are given the mean of the known
 ones), ties and the no-durations case in discovery order. A retry goes to the front of the
-queue and to another worker when one is alive.
+queue and to another worker when one is alive. ``max_running=1`` hands out one test at a time
+whatever the number of workers (a sequential phase; the run makes one scheduler per phase).
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ class Scheduler:
         durations: Mapping[str, float] | None = None,
         retries: int = 0,
         max_failures: int | None = None,
+        max_running: int | None = None,
     ) -> None:
         if len(set(tests)) != len(tests):
             raise ValueError("duplicate test ids")
         self._retries = retries
         self._max_failures = max_failures
+        self._max_running = max_running
         self._pending = [_Entry(test_id) for test_id in order_tests(tests, durations or {})]
         self._running: dict[int, _Entry] = {}
         self._live = set(workers)
@@ -104,6 +107,8 @@ class Scheduler:
             return None
         if worker in self._running:
             raise RuntimeError(f"worker {worker} asked for a test while running one")
+        if self._max_running is not None and len(self._running) >= self._max_running:
+            return None
         for index, entry in enumerate(self._pending):
             others_can = bool(self._live - entry.avoid - {worker})
             if worker in entry.avoid and others_can:

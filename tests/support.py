@@ -134,14 +134,7 @@ class Project:
         keys.setdefault("tests", "tests")
         keys.setdefault("startup_timeout", 20)
         self.results_dir = str(keys.get("results_dir", "test-results"))
-        lines = [
-            f"{key} = {_toml(value)}" for key, value in keys.items() if not isinstance(value, dict)
-        ]
-        for key, value in keys.items():
-            if isinstance(value, dict):
-                lines.append(f"[{key}]")
-                lines += [f"{_key(k)} = {_toml(v)}" for k, v in value.items()]
-        (self.root / config_file).write_text("\n".join(lines) + "\n")
+        (self.root / config_file).write_text("\n".join(_toml_table(keys, [])) + "\n")
 
     # --- running ------------------------------------------------------------------------
 
@@ -281,11 +274,35 @@ class Project:
             raise AssertionError(f"left behind: {self.leftovers(list(run_ids))}") from None
 
 
+def _toml_table(table: dict[str, Any], path: list[str]) -> list[str]:
+    """TOML lines for ``table``: plain keys first, then sub-tables (``[a.b]``) and arrays of
+    tables (``[[phases]]``)."""
+    lines = [
+        f"{_key(key)} = {_toml(value)}"
+        for key, value in table.items()
+        if not isinstance(value, dict) and not _is_table_array(value)
+    ]
+    for key, value in table.items():
+        here = [*path, _key(key)]
+        if isinstance(value, dict):
+            lines += ["", f"[{'.'.join(here)}]", *_toml_table(value, here)]
+        elif _is_table_array(value):
+            for item in value:
+                lines += ["", f"[[{'.'.join(here)}]]", *_toml_table(item, here)]
+    return lines
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def _key(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -52,6 +52,7 @@ class Reporter(Protocol):
     final summary is rendered by the caller from the run's result."""
 
     def start(self, board: Board) -> None: ...
+    def phase_started(self, label: str, tests: int) -> None: ...
     def worker_changed(self, view: WorkerView) -> None: ...
     def test_finished(self, result: TestResult, remaining_estimate: float | None) -> None: ...
     def note(self, text: str) -> None: ...
@@ -70,6 +71,12 @@ class PlainReporter:
         self.board = board
         workers = len(board.workers)
         self.console.print(f"testpool: running {board.total} test(s) on {workers} worker(s)")
+
+    def phase_started(self, label: str, tests: int) -> None:
+        """A configured phase begins (``label`` from :func:`~testpool.report.render.phase_label`)."""
+        if self.board is not None:
+            self.board.phase = label
+        self.console.print(Text(inline(f"testpool: phase {label}: {tests} test(s)"), style="bold"))
 
     def worker_changed(self, view: WorkerView) -> None:
         if self.board is None:

@@ -14,10 +14,11 @@ import shutil
 import socket
 import stat
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 from testpool.fsutil import atomic_write, atomic_write_json
-from testpool.results import RunSummary, Status, TestResult
+from testpool.results import PhaseResult, RunSummary, Status, TestResult
 from testpool.sanitize import xml_safe as _clean
 
 OUTPUT_IN_JUNIT = 64 * 1024
@@ -108,30 +109,58 @@ def split_id(test_id: str) -> tuple[str, str]:
 
 
 def junit_xml(summary: RunSummary) -> str:
-    counts = summary.counts()
-    failures = counts[Status.FAILED] + counts[Status.TIMEOUT]
-    errors = counts[Status.ERROR]
-    skipped = counts[Status.SKIPPED] + counts[Status.NOT_RUN]
-    attributes = {
-        "name": "testpool",
-        "tests": str(len(summary.results)),
-        "failures": str(failures),
-        "errors": str(errors),
-        "skipped": str(skipped),
-        "time": f"{summary.wall_time:.3f}",
-    }
-    suites = ET.Element("testsuites", attributes)
-    suite = ET.SubElement(
-        suites,
-        "testsuite",
-        {**attributes, "timestamp": summary.started_at, "hostname": socket.gethostname()},
+    """The JUnit document: one ``testsuite`` per phase when the run has phases (CI systems
+    group and count tests by suite), else one named ``testpool``."""
+    suites = ET.Element(
+        "testsuites", _suite_attributes("testpool", summary.results, summary.wall_time)
     )
-    for result in summary.results:
-        suite.append(_testcase(result))
+    groups: list[tuple[PhaseResult | None, list[TestResult]]] = [
+        (phase, [r for r in summary.results if r.phase == phase.name]) for phase in summary.phases
+    ]
+    if not groups:
+        groups = [(None, summary.results)]
+    host = socket.gethostname()
+    for phase, results in groups:
+        name, wall_time = (
+            (phase.name, phase.wall_time) if phase else ("testpool", summary.wall_time)
+        )
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            {
+                **_suite_attributes(_clean(name), results, wall_time),
+                "timestamp": summary.started_at,
+                "hostname": host,
+            },
+        )
+        if phase is not None:
+            properties = ET.SubElement(suite, "properties")
+            for key, value in (
+                ("mode", phase.mode),
+                ("required", str(phase.required).lower()),
+                ("outcome", phase.outcome),
+            ):
+                ET.SubElement(
+                    properties, "property", {"name": f"testpool.phase.{key}", "value": value}
+                )
+        for result in results:
+            suite.append(_testcase(result))
     ET.indent(suites)
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
     )
+
+
+def _suite_attributes(name: str, results: list[TestResult], wall_time: float) -> dict[str, str]:
+    counts = Counter(result.status for result in results)
+    return {
+        "name": name,
+        "tests": str(len(results)),
+        "failures": str(counts[Status.FAILED] + counts[Status.TIMEOUT]),
+        "errors": str(counts[Status.ERROR]),
+        "skipped": str(counts[Status.SKIPPED] + counts[Status.NOT_RUN]),
+        "time": f"{wall_time:.3f}",
+    }
 
 
 def _testcase(result: TestResult) -> ET.Element:
@@ -156,6 +185,10 @@ def _testcase(result: TestResult) -> ET.Element:
     ET.SubElement(
         properties, "property", {"name": "testpool.attempts", "value": str(len(result.attempts))}
     )
+    if result.phase is not None:
+        ET.SubElement(
+            properties, "property", {"name": "testpool.phase", "value": _clean(result.phase)}
+        )
     output = _clean(result.output[-OUTPUT_IN_JUNIT:])
     message = _clean(result.message)
     if result.status in (Status.FAILED, Status.TIMEOUT):

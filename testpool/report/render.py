@@ -6,6 +6,7 @@ what comes back. That keeps every word a user sees testable.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ class Board:
     failed: int = 0
     workers: list[WorkerView] = field(default_factory=list)
     remaining_estimate: float | None = None  # seconds of test time still to run, if known
+    phase: str = ""  # "smoke (1/3, sequential)" while a configured phase runs
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -71,6 +73,8 @@ def render_board(board: Board, now: float, width: int = 100) -> RenderableType:
     elapsed = now - board.started
     remaining = eta(board)
     header = Text()
+    if board.phase:
+        header.append(f" phase {inline(board.phase)} ", style="bold cyan")
     header.append(f" {board.done}/{board.total} ", style="bold")
     if board.failed:
         header.append(f"{board.failed} failed ", style="bold red")
@@ -119,6 +123,41 @@ def result_line(result: TestResult) -> Text:
     return line
 
 
+def phase_label(name: str, number: int, count: int, mode: str, required: bool) -> str:
+    """``smoke (1/3, sequential, required)``: a phase as the board and the log show it."""
+    traits = [f"{number}/{count}", *(["sequential"] if mode == "sequential" else [])]
+    if required:
+        traits.append("required")
+    return f"{name} ({', '.join(traits)})"
+
+
+def phases_renderables(summary: RunSummary) -> list[RenderableType]:
+    """One line per phase: its name, how it ran, and the counts of its tests."""
+    if not summary.phases:
+        return []
+    out: list[RenderableType] = [Text("\nPhases", style="bold")]
+    width = max(len(inline(phase.name)) for phase in summary.phases)
+    for phase in summary.phases:
+        counts = Counter(r.status for r in summary.results if r.phase == phase.name)
+        line = Text(f"  {inline(phase.name).ljust(width)}  ")
+        style = {"passed": "green", "failed": "bold red"}.get(phase.outcome, "dim")
+        line.append(f"{phase.outcome:7}", style=style)
+        traits = [phase.mode] + (["required"] if phase.required else [])
+        line.append(f"  {', '.join(traits)}: ", style="dim")
+        parts = [f"{counts[status]} {status.value}" for status in STATUS_ORDER if counts[status]]
+        line.append(", ".join(parts) or "no tests")
+        out.append(line)
+    stopper = next((p for p in summary.phases if p.required and p.outcome == "failed"), None)
+    if stopper is not None and any(p.outcome == "not run" for p in summary.phases):
+        out.append(
+            Text(
+                f"  required phase {inline(stopper.name)} failed: the later phases did not run",
+                style="bold red",
+            )
+        )
+    return out
+
+
 def counts_line(summary: RunSummary) -> Text:
     counts = summary.counts()
     text = Text()
@@ -165,6 +204,7 @@ def summary_renderables(
         )
         out.append(Text(f"\n{label}", style="yellow"))
         out.extend(Text(f"  {inline(r.id)}") for r in flaky)
+    out.extend(phases_renderables(summary))
     if summary.infra_events:
         out.append(Text("\nInfrastructure", style="magenta"))
         out.extend(Text(f"  {inline(event)}") for event in summary.infra_events)

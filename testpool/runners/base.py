@@ -30,6 +30,10 @@ class TestCase:
     file: str
     # Other files that define it (e.g. the module of an inherited test method).
     sources: tuple[str, ...] = ()
+    # The shared services it needs (``@pytest.mark.requires``, ``// testpool:requires``; after
+    # planning also the config's ``requires`` table), and its pytest marker names.
+    requires: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

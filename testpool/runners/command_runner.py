@@ -83,7 +83,10 @@ class CommandRunner:
         import os
 
         # No worker exists yet: per-worker values in `env` get their stand-ins.
-        return {**os.environ, **render_env(self.config.env, collection_values(run_id))}
+        return {
+            **os.environ,
+            **render_env(self.config.env, collection_values(run_id, self.config.services)),
+        }
 
     def _file_of(self, test_id: str) -> str:
         """The file a test id names: ``path::name``, or an id that is itself a file's path

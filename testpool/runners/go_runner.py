@@ -24,7 +24,7 @@ from testpool.hashing import combine, walk_files
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.results import Outcome, Status
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
-from testpool.runners.go_source import go_test_names, mentions, shared_text
+from testpool.runners.go_source import TEST_FUNC, mentions, shared_text
 from testpool.runners.process import ProcessPerTest
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from testpool.runners.base import Executor, WorkerExecutor
     from testpool.state import RunScope
 
+_REQUIRES = re.compile(r"^//\s*testpool:requires\b(.*)$")
 BUILD_TIMEOUT = 600.0
 
 
@@ -61,8 +62,10 @@ class GoRunner:
             if not path.name.endswith("_test.go"):
                 continue
             relative = path.relative_to(self.root).as_posix()
-            for name in go_test_names(path.read_text(errors="replace")):
-                cases.append(TestCase(f"{relative}::{name}", relative))
+            source = path.read_text(errors="replace")
+            for match in TEST_FUNC.finditer(source):
+                requires = declared_requirements(source[: match.start()])
+                cases.append(TestCase(f"{relative}::{match[1]}", relative, requires=requires))
         if not cases:
             raise NoTestsError(
                 f"no Go tests (func TestXxx(t *testing.T)) under {self.config.tests}"
@@ -173,6 +176,21 @@ def _split_unbracketed(pattern: str) -> list[str]:
             continue
         current += char
     return [*parts, current]
+
+
+def declared_requirements(before: str) -> tuple[str, ...]:
+    """The services named by ``// testpool:requires a b`` (or ``a, b``) lines in the comment
+    block directly above a test function; ``before`` is the source up to the ``func``."""
+    names: list[str] = []
+    lines = before.removesuffix("\n").split("\n")  # the line before ``func`` comes last
+    for line in reversed(lines):
+        text = line.strip()
+        if not text.startswith("//"):
+            break  # the comment block ends at a blank line or code
+        found = _REQUIRES.match(text)
+        if found:
+            names[:0] = found[1].replace(",", " ").split()
+    return tuple(dict.fromkeys(names))
 
 
 def _package_key(case: TestCase) -> str:

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 PLUGIN = "testpool.pytest_plugin"
 INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
 DISCOVERY_TIMEOUT = 600.0
+# Changes when discovery records more about each test (format 2: requirements and markers),
+# so that an older collection is redone once rather than read back without them.
+DISCOVERY_FORMAT = "2"
 
 
 def _is_test_file(name: str) -> bool:
@@ -84,7 +87,8 @@ class PytestRunner:
         self._check_not_another_language()
         collect_file = scope.folder() / "collect.json"
         argv = [*self.base_args(), "--collect-only", "-q", *self.targets()]
-        rendered = render_env(self.config.env, collection_values(scope.run_id))
+        values = collection_values(scope.run_id, self.config.services)
+        rendered = render_env(self.config.env, values)
         env = collection_env({**os.environ, **rendered}, configured=self.config.env)
         env["TESTPOOL_COLLECT_FILE"] = str(collect_file)
         try:
@@ -109,9 +113,9 @@ class PytestRunner:
                 detail=tail(output, 30),
             )
         cases = []
-        for nodeid, module_file, defined_in in collected["items"]:
+        for nodeid, module_file, defined_in, requires, markers in collected["items"]:
             sources = (defined_in,) if defined_in and defined_in != module_file else ()
-            cases.append(TestCase(nodeid, module_file, sources))
+            cases.append(TestCase(nodeid, module_file, sources, tuple(requires), tuple(markers)))
         self._check_inside(cases)
         return cases
 
@@ -155,6 +159,7 @@ class PytestRunner:
             json.dumps(list(self.config.pytest_args)),
             json.dumps(dict(sorted(self.config.env.items()))),
             sys.version,
+            DISCOVERY_FORMAT,
         ]
         if self.selection:
             parts.append(json.dumps(list(self.selection)))

@@ -4,6 +4,7 @@ act on the terminal: markup, escape sequences, control characters, unicode."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 from support import Project
@@ -112,3 +113,34 @@ def test_ci_output_has_no_escape_codes(project: Project) -> None:
     assert "FAILED   tests/test_bad.py::test_fails[[/health]\\x1b]0;pwned\\x07]" in result.stdout
     ET.parse(project.root / "test-results" / "junit.xml")
     project.assert_clean(result.run_id)
+
+
+def test_the_live_board_shows_the_phase_on_a_terminal(project: Project) -> None:
+    project.write(
+        "tests/test_phased.py",
+        """
+        import time
+
+        def test_smoke():
+            time.sleep(1.5)  # long enough for the board to be drawn a few times
+
+        def test_rest():
+            pass
+        """,
+    )
+    # A phase name that is rich markup and an escape sequence: shown as it is, never obeyed.
+    name = "smoke[/b]\x1b[2J"
+    project.config(
+        workers=1,
+        phases=[{"name": name, "select": ["*::test_smoke"], "required": True}],
+    )
+
+    result = project.run_in_terminal()
+
+    assert result.returncode == 0, result.stdout
+    # The board's header (colours removed): the phase, then the progress.
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    assert re.search(r"phase smoke\[/b\]\\x1b\[2J \(1/2, required\)  +[01]/2 ", plain)
+    assert "testpool: phase smoke[/b]\\x1b[2J (1/2, required): 1 test(s)" in result.stdout
+    assert "\x1b[2J" not in result.stdout
+    assert "Phases" in result.stdout and "other" in result.stdout

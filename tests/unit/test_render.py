@@ -230,3 +230,77 @@ def test_a_run_that_started_no_test_keeps_the_reports_it_would_replace(tmp_path:
 
     everything_cached = RunSummary("r3", [TestResult("a::c", "a", Status.CACHED)], 0.1, 0, "")
     assert not everything_cached.ran_nothing
+
+
+def phased_summary() -> RunSummary:
+    from testpool.results import PhaseResult
+
+    return RunSummary(
+        run_id="r2",
+        results=[
+            TestResult("s/a.py::test_1", "s/a.py", Status.PASSED, 0.1, 0, phase="smoke"),
+            TestResult("s/a.py::test_2", "s/a.py", Status.FAILED, 0.2, 0, phase="smoke"),
+            TestResult(
+                "m/b.py::test_3",
+                "m/b.py",
+                Status.NOT_RUN,
+                phase="other",
+                message="not run: required phase 'smoke' failed",
+            ),
+            TestResult("m/b.py::test_4", "m/b.py", Status.CACHED, phase="other"),
+        ],
+        wall_time=3.0,
+        workers=2,
+        started_at="2026-11-22T10:00:00+00:00",
+        phases=[
+            PhaseResult("smoke", "sequential", True, "failed", 2, 0.3),
+            PhaseResult("other", "parallel", False, "not run", 2, 0.0),
+        ],
+    )
+
+
+def test_board_shows_the_phase() -> None:
+    from testpool.report.render import phase_label
+
+    label = phase_label("smoke", 1, 3, "sequential", True)
+    assert label == "smoke (1/3, sequential, required)"
+    assert phase_label("api", 2, 3, "parallel", False) == "api (2/3)"
+    board = Board(total=4, started=0.0, phase=label, workers=[WorkerView(0, 9000, "idle")])
+    first = text_of(render_board(board, now=1.0)).splitlines()[0]
+    assert first.strip().startswith("phase smoke (1/3, sequential, required)  0/4")
+
+
+def test_summary_shows_the_phases_and_which_stopped_the_run() -> None:
+    text = text_of(*summary_renderables(phased_summary(), verbose=False))
+    assert "  smoke  failed   sequential, required: 1 passed, 1 failed" in text
+    assert "  other  not run  parallel: 1 cached, 1 not run" in text
+    assert "required phase smoke failed: the later phases did not run" in text
+    assert "Phases" not in text_of(*summary_renderables(summary(), verbose=False))
+
+
+def test_junit_has_one_testsuite_per_phase() -> None:
+    document = ET.fromstring(junit_xml(phased_summary()).split("\n", 1)[1])
+    smoke, other = document.findall("./testsuite")
+    assert (smoke.get("name"), smoke.get("tests"), smoke.get("failures")) == ("smoke", "2", "1")
+    assert (other.get("name"), other.get("tests"), other.get("skipped")) == ("other", "2", "1")
+    assert document.get("tests") == "4" and document.get("failures") == "1"
+    properties = {p.get("name"): p.get("value") for p in smoke.findall("./properties/property")}
+    assert properties == {
+        "testpool.phase.mode": "sequential",
+        "testpool.phase.required": "true",
+        "testpool.phase.outcome": "failed",
+    }
+    case = other.find("testcase")
+    assert case is not None
+    phase = [p for p in case.findall("./properties/property") if p.get("name") == "testpool.phase"]
+    assert phase[0].get("value") == "other"
+
+
+def test_phases_round_trip_through_json() -> None:
+    import json
+
+    original = phased_summary()
+    loaded = RunSummary.from_dict(json.loads(json.dumps(original.to_dict())))
+    assert loaded.phases == original.phases
+    assert [r.phase for r in loaded.results] == ["smoke", "smoke", "other", "other"]
+    assert original.to_dict()["tests"][0]["phase"] == "smoke"

@@ -139,3 +139,27 @@ def test_skipped_is_final() -> None:
 def test_duplicate_ids_are_rejected() -> None:
     with pytest.raises(ValueError):
         Scheduler(["a", "a"], workers=[0])
+
+
+def test_max_running_one_hands_out_one_test_at_a_time() -> None:
+    scheduler = Scheduler(["a", "b", "c"], workers=[0, 1, 2], max_running=1)
+    first = scheduler.next_for(0)
+    assert first is not None and first.test_id == "a"
+    assert scheduler.next_for(1) is None and scheduler.next_for(2) is None
+    scheduler.finish(0, Status.PASSED)
+    second = scheduler.next_for(2)
+    assert second is not None and second.test_id == "b"
+    assert scheduler.next_for(0) is None
+    scheduler.finish(2, Status.PASSED)
+    assert drain(scheduler, 1) == ["c"]
+    assert scheduler.done
+
+
+def test_an_infrastructure_error_is_retried_once_on_another_worker() -> None:
+    scheduler = Scheduler(["a"], workers=[0, 1])
+    assert scheduler.next_for(0).test_id == "a"  # type: ignore[union-attr]
+    assert scheduler.finish(0, Status.ERROR).requeued
+    assert scheduler.next_for(0) is None  # left to the other worker
+    retry = scheduler.next_for(1)
+    assert retry is not None and retry.attempt == 2
+    assert scheduler.finish(1, Status.ERROR).final is Status.ERROR
