@@ -117,8 +117,12 @@ def junit_xml(summary: RunSummary) -> str:
     groups: list[tuple[PhaseResult | None, list[TestResult]]] = [
         (phase, [r for r in summary.results if r.phase == phase.name]) for phase in summary.phases
     ]
-    if not groups:
-        groups = [(None, summary.results)]
+    # Tests of no listed phase (a merged report of parts run with different configurations):
+    # in a suite of their own rather than left out.
+    phased = {phase.name for phase in summary.phases}
+    rest = [r for r in summary.results if r.phase not in phased]
+    if rest or not groups:
+        groups.append((None, rest))
     host = socket.gethostname()
     for phase, results in groups:
         name, wall_time = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testpool.errors import ConfigError, ExitCode
-from testpool.results import RunSummary, TestResult
+from testpool.results import PhaseResult, RunSummary, TestResult
 from testpool.state import new_run_id
 
 REPORT = "report.json"
@@ -107,6 +107,10 @@ def merge(parts: Sequence[Part]) -> RunSummary:
         error="; ".join(errors),
         error_detail="\n".join(errors[1:]) if len(errors) > 1 else "",
         error_exit=error_exit,
+        phases=merge_phases([p.summary.phases for p in ordered]),
+        services=[
+            {**service, "origin": p.origin} for p in ordered for service in p.summary.services
+        ],
         parts=[
             {
                 "origin": p.origin,
@@ -120,6 +124,48 @@ def merge(parts: Sequence[Part]) -> RunSummary:
             for p in ordered
         ],
     )
+
+
+def merge_phases(parts: Sequence[Sequence[PhaseResult]]) -> list[PhaseResult]:
+    """The phases of the whole suite from each part's: in the configuration's order, each
+    with the tests of every part. A part without tests in a phase does not list it. The
+    parts ran side by side: a phase's wall time is its longest part's. Its outcome is the
+    worst: ``failed`` if it failed anywhere; ``not run`` if no part ran it; ``stopped`` if
+    a part stopped in it or did not run it (its own required phase failed)."""
+    order: list[str] = []
+    for phases in parts:
+        names = [phase.name for phase in phases]
+        for position, name in enumerate(names):
+            if name in order:
+                continue
+            before = next((n for n in reversed(names[:position]) if n in order), None)
+            after = next((n for n in names[position + 1 :] if n in order), None)
+            if before is not None:
+                order.insert(order.index(before) + 1, name)
+            elif after is not None:
+                order.insert(order.index(after), name)
+            else:
+                order.append(name)
+    merged = []
+    for name in order:
+        found = [phase for phases in parts for phase in phases if phase.name == name]
+        outcomes = {phase.outcome for phase in found}
+        if "failed" in outcomes:
+            outcome = "failed"
+        elif outcomes == {"not run"}:
+            outcome = "not run"
+        elif outcomes & {"stopped", "not run"}:
+            outcome = "stopped"
+        else:
+            outcome = "passed"
+        first = found[0]
+        merged.append(
+            PhaseResult(
+                name, first.mode, first.required, outcome,
+                sum(phase.tests for phase in found), max(phase.wall_time for phase in found),
+            )
+        )  # fmt: skip
+    return merged
 
 
 def _order(part: Part) -> tuple[int, int, str]:

@@ -129,6 +129,80 @@ def test_bad_shard_is_one_line_exit_2(project: Project) -> None:
         assert "--shard" in result.stderr and "Traceback" not in result.stderr
 
 
+MOCK = Path(__file__).resolve().parents[1] / "fixtures" / "mockservice.py"
+MOCK_SERVICE = {
+    "command": f"{{python}} {MOCK}",
+    "port": "auto",
+    "probe": {"http": "http://127.0.0.1:{port}/health"},
+}
+USES_MOCK = """
+import os, httpx, pytest
+
+@pytest.mark.requires("mock")
+@pytest.mark.parametrize("n", range({count}))
+def test_mock(n):
+    assert httpx.get(os.environ["MOCK_URL"] + "/health").status_code == 200
+"""
+SMOKE = """
+def test_smoke_ok():
+    pass
+
+def test_smoke_fails():
+    assert False, "smoke failed"
+"""
+
+
+def test_shards_run_their_own_phases_and_services_and_merge(project: Project) -> None:
+    project.write("tests/smoke/test_smoke.py", SMOKE)
+    project.write("tests/test_main.py", USES_MOCK.format(count=6))
+    project.config(
+        workers=2,
+        services={"mock": MOCK_SERVICE},
+        phases=[{"name": "smoke", "select": ["tests/smoke/*"], "required": True}],
+    )
+    failing = "tests/smoke/test_smoke.py::test_smoke_fails"
+
+    reports = {}
+    for index in (1, 2):
+        # Each CI job starts from the same cache (here: none), so they split alike.
+        (project.root / ".test-cache.json").unlink(missing_ok=True)
+        result = project.run("--shard", f"{index}/2")
+        folder = project.root / f"shard-{index}"
+        shutil.copytree(project.root / "test-results", folder)
+        reports[index] = _report(folder)
+        statuses = result.statuses
+        main = {t: s for t, s in statuses.items() if t.startswith("tests/test_main.py")}
+        if failing in statuses:
+            # Its required phase failed: the rest of this shard does not run ...
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert main and set(main.values()) == {"not run"}, statuses
+            messages = {t["message"] for t in reports[index]["tests"] if t["id"] in main}
+            assert messages == {"not run: required phase 'smoke' failed"}
+        else:
+            # ... and only of this shard.
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert set(main.values()) == {"passed"}, statuses
+        # Each shard starts the services its own tests need.
+        assert [s["name"] for s in reports[index]["services"]] == ["mock"]
+        project.assert_clean(result.run_id)
+
+    merged = project.run("merge-reports", "shard-1", "shard-2", "-o", "merged")
+
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    report = _report(project.root / "merged")
+    assert [(p["name"], p["outcome"], p["tests"]) for p in report["phases"]] == [
+        ("smoke", "failed", 2),
+        ("other", "stopped", 6),
+    ]
+    assert {t["phase"] for t in report["tests"]} == {"smoke", "other"}
+    assert sorted(s["origin"] for s in report["services"]) == ["shard 1/2", "shard 2/2"]
+    suites = ET.parse(project.root / "merged" / "junit.xml").getroot().findall("testsuite")
+    assert [(s.get("name"), s.get("tests"), s.get("failures")) for s in suites] == [
+        ("smoke", "2", "1"),
+        ("other", "6", "0"),
+    ]
+
+
 # --- the Redis queue ------------------------------------------------------------------------------
 
 
@@ -351,4 +425,50 @@ def test_report_waits_for_a_build_that_has_not_started_yet(
     nobody = project.run("report", *_queue(redis_url, "never"), "--timeout", "1")
     assert nobody.returncode == 3
     assert "no machine started build never" in nobody.stderr
+    project.assert_clean()
+
+
+def test_phases_with_a_queue_are_refused_with_one_line(project: Project) -> None:
+    _suite(project, 2)
+    project.config(phases=[{"name": "smoke", "select": ["tests/test_s00.py::*"]}])
+
+    # Refused before Redis is reached: nothing listens on port 1.
+    result = project.run(*_queue("redis://127.0.0.1:1/0", "phased"))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "testpool: error: phases are not supported with --queue yet; use --shard or drop --queue"
+    )
+    project.assert_clean()
+
+
+def test_queue_machines_start_the_services_their_tests_need(
+    project: Project, redis_url: str
+) -> None:
+    project.write("tests/test_main.py", USES_MOCK.format(count=8))
+    project.write("tests/test_plain.py", "def test_plain():\n    pass\n")
+    configs = _machines(project, 2, workers=2, services={"mock": MOCK_SERVICE})
+    # The second machine's service differs (another cache input, "services"): the build's
+    # tests are the same ids, so it joins rather than refusing "another set of tests".
+    project.config(
+        config_file=configs[1],
+        port_base=allocate_ports(),
+        results_dir="results-1",
+        cache_file="cache-1.json",
+        workers=2,
+        services={"mock": {**MOCK_SERVICE, "env": {"OTHER": "1"}}},
+    )
+    queue = _queue(redis_url, "build-services")
+    machines = [_popen(project, "--config", name, *queue) for name in configs]
+    outputs = [machine.communicate(timeout=300) for machine in machines]
+
+    assert [m.returncode for m in machines] == [0, 0], outputs
+    report = project.run("report", *queue, "-o", "build-report")
+    assert report.returncode == 0, report.stdout + report.stderr
+    tests = _report(project.root / "build-report")["tests"]
+    assert len(tests) == 9 and {t["status"] for t in tests} == {"passed"}
+    for n in (0, 1):
+        mine = _report(project.root / f"results-{n}")
+        if mine["tests"]:  # a machine that ran tests had the service they need
+            assert [s["name"] for s in mine["services"]] == ["mock"]
     project.assert_clean()

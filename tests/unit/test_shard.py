@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from testpool.errors import ConfigError
-from testpool.report.merge import Part, merge
-from testpool.results import RunSummary, Status, TestResult
+from testpool.report.files import junit_xml
+from testpool.report.merge import Part, merge, merge_phases
+from testpool.results import PhaseResult, RunSummary, Status, TestResult
 from testpool.shard import Shard, assign, parse_shard
 
 
@@ -106,3 +109,79 @@ def test_merged_summary_survives_report_json() -> None:
     again = RunSummary.from_dict(merged.to_dict())
     assert again.results[0].origin == "shard 1/1"
     assert again.parts == merged.parts
+
+
+def _phased_part(index: int, phases: list[PhaseResult], *results: tuple[str, Status, str]) -> Part:
+    part = _part(index, 2, 4, *((test_id, status) for test_id, status, _ in results))
+    part.summary.results = [
+        dataclasses.replace(result, phase=phase)
+        for result, (_, _, phase) in zip(part.summary.results, results, strict=True)
+    ]
+    part.summary.phases = phases
+    part.summary.services = [{"name": "db", "port": 41000 + index}]
+    return part
+
+
+def test_merged_phases_hold_every_shards_tests_and_the_worst_outcome() -> None:
+    # Shard 1's required smoke phase failed, so its "api" phase did not run; shard 2 has no
+    # smoke test at all and ran "api" and "other".
+    one = _phased_part(
+        1,
+        [
+            PhaseResult("smoke", "sequential", True, "failed", 1, 2.0),
+            PhaseResult("api", "parallel", False, "not run", 1, 0.0),
+        ],
+        ("s1", Status.FAILED, "smoke"),
+        ("a1", Status.NOT_RUN, "api"),
+    )
+    two = _phased_part(
+        2,
+        [
+            PhaseResult("api", "parallel", False, "passed", 1, 3.0),
+            PhaseResult("other", "parallel", False, "passed", 1, 1.0),
+        ],
+        ("a2", Status.PASSED, "api"),
+        ("o2", Status.PASSED, "other"),
+    )
+    merged = merge([two, one])
+    assert [(p.name, p.outcome, p.tests, p.wall_time) for p in merged.phases] == [
+        ("smoke", "failed", 1, 2.0),
+        ("api", "stopped", 2, 3.0),
+        ("other", "passed", 1, 1.0),
+    ]
+    assert [s["origin"] for s in merged.services] == ["shard 1/2", "shard 2/2"]
+    assert merged.exit_code() == 1
+    document = ET.fromstring(junit_xml(merged).split("\n", 1)[1])
+    suites = [(s.get("name"), s.get("tests")) for s in document.findall("./testsuite")]
+    assert suites == [("smoke", "1"), ("api", "2"), ("other", "1")]
+    again = RunSummary.from_dict(merged.to_dict())
+    assert again.phases == merged.phases
+
+
+def test_merge_phases_keeps_the_configured_order_from_partial_lists() -> None:
+    def phases(*names: str) -> list[PhaseResult]:
+        return [PhaseResult(name, "parallel", False, "passed", 1) for name in names]
+
+    order = [p.name for p in merge_phases([phases("a", "c"), phases("b", "c"), phases("c", "d")])]
+    assert order == ["a", "b", "c", "d"]
+    assert merge_phases([phases(), phases()]) == []
+    not_run = PhaseResult("x", "parallel", False, "not run", 1)
+    assert merge_phases([[not_run], [not_run]])[0].outcome == "not run"
+
+
+def test_junit_keeps_tests_of_no_listed_phase() -> None:
+    # Parts run with different configurations: a test without a phase still appears.
+    merged = merge(
+        [
+            _phased_part(
+                1,
+                [PhaseResult("smoke", "parallel", True, "passed", 1)],
+                ("s", Status.PASSED, "smoke"),
+            ),
+            _part(2, 2, 2, ("plain", Status.PASSED)),
+        ]
+    )
+    document = ET.fromstring(junit_xml(merged).split("\n", 1)[1])
+    suites = [(s.get("name"), s.get("tests")) for s in document.findall("./testsuite")]
+    assert suites == [("smoke", "1"), ("testpool", "1")]
+    assert document.get("tests") == "2"
