@@ -320,8 +320,12 @@ def _renew_instance(item: pytest.Item) -> dict[str, Any] | None:
     so it is made again here, the way pytest makes it (``_getinstance``, then the bound method).
     Made here rather than left to pytest's lazy making: an ``__init__`` that raises there
     breaks pytest's own error report. Returns the failed verdict if ``__init__`` raised.
+    pytest before 8.2 (no ``_getinstance``) makes a unittest instance when the test is set up,
+    that is in the worker already.
     """
     if not isinstance(item, pytest.Function) or item.cls is None:
+        return None
+    if not hasattr(item, "_getinstance"):
         return None
     bound = item.__dict__.get("_obj")
     if bound is not None and getattr(bound, "__self__", None) is not item.__dict__.get("_instance"):
