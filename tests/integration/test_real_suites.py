@@ -191,6 +191,37 @@ def test_a_test_the_workers_did_not_collect_fails_with_the_likely_causes(project
     project.assert_clean(result.run_id)
 
 
+def test_parametrize_ids_made_from_a_worker_variable_say_why_they_were_not_collected(
+    project: Project,
+) -> None:
+    project.write(
+        "tests/test_p.py",
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("port", [os.environ["PORT"]])
+        def test_port(port):
+            pass
+
+        @pytest.mark.parametrize("port", [os.environ["PORT"]], ids=["port"])
+        def test_port_with_an_id(port):
+            assert port == os.environ["PORT"]
+        """,
+    )
+    project.config(workers=1)
+
+    result = project.run()
+
+    # Discovery saw PORT=0; the worker's pytest imports the module anew with its own PORT.
+    assert result.statuses == {
+        "tests/test_p.py::test_port[0]": "failed",
+        "tests/test_p.py::test_port_with_an_id[port]": "passed",
+    }, result.stdout
+    assert "parametrize ids made from TEST_BASE_URL, PORT" in result.stdout
+    project.assert_clean(result.run_id)
+
+
 class Decoy:
     """A developer's own server on the URL a suite falls back to: it answers everything."""
 
@@ -365,6 +396,11 @@ import pytest
 @pytest.fixture
 def base():
     return "conftest"
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name.endswith("_conftest_skips"):
+            item.add_marker(pytest.mark.skip(reason="the conftest skips it"))
 """
 
 # Everything pytest builds from a module while collecting it, built from values read at import.
@@ -447,6 +483,10 @@ def test_xfail_in_a_worker():
     assert WORKER is None
 
 
+def test_the_conftest_skips():
+    assert False, "the conftest's pytest_collection_modifyitems marks this test skipped"
+
+
 class TestCaseReads(unittest.TestCase):
     URL = BASE
 
@@ -470,6 +510,7 @@ REIMPORTED_EXPECTED = {
     "test_skipif_false_in_a_worker": "passed",
     "test_skipif_true_in_a_worker": "skipped",
     "test_xfail_in_a_worker": "passed",  # an expected failure counts as passed
+    "test_the_conftest_skips": "skipped",
     "TestCaseReads::test_class_attribute_and_set_up_class": "passed",
 }
 
