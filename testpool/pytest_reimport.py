@@ -77,6 +77,7 @@ class Stuck:
 
 _names: frozenset[str] = frozenset()
 _reads: set[Read] | None = None  # None: not watching
+_watched: Any = None  # the os.environ whose class was swapped
 
 
 class _WatchedEnviron(_Environ):
@@ -92,21 +93,22 @@ class _WatchedEnviron(_Environ):
 def watch(names: Iterable[str]) -> None:
     """Start noting reads of ``names``. Called when testpool's plugin is imported in the zygote:
     before pytest imports the other plugins and the first conftest.py files."""
-    global _names, _reads
-    _names, _reads = frozenset(names), set()
+    global _names, _reads, _watched
+    _names, _reads, _watched = frozenset(names), set(), os.environ
     # The class, not the object, is swapped: code that holds os.environ (``from os import
     # environ``) is watched too, and nothing is left holding a wrapper afterwards.
-    os.environ.__class__ = _WatchedEnviron
+    _watched.__class__ = _WatchedEnviron
 
 
 def stop_watching() -> list[Read]:
     """Restore ``os.environ`` and return the reads noted (none if it was not watched).
     Called when collection ends, before any fork."""
-    global _reads
+    global _reads, _watched
     reads, _reads = _reads, None
     if reads is None:
         return []
-    os.environ.__class__ = _Environ
+    _watched.__class__ = _Environ  # even if a conftest replaced os.environ meanwhile
+    _watched = None
     return sorted(reads, key=lambda read: (read.name, read.frames))
 
 

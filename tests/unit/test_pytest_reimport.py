@@ -151,3 +151,15 @@ def test_a_conftest_is_named_for_the_tests_below_it_and_any_other_reader_for_all
     root = Path("/project")
     assert describe(conftest, root, line=False) == "tests/conftest.py read TEST_BASE_URL at import"
     assert describe(plugin, root, line=True) == f"{plugin.path} (line 8) read DATA_DIR"
+
+
+def test_the_watched_environ_is_restored_even_if_code_replaced_os_environ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = os.environ
+    pytest_reimport.watch(["TEST_BASE_URL"])
+    monkeypatch.setattr(os, "environ", dict(real))  # as a conftest might
+
+    pytest_reimport.stop_watching()
+
+    assert type(real) is os._Environ
