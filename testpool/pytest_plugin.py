@@ -36,6 +36,9 @@ from typing import Any, NoReturn
 
 import pytest
 
+from testpool import pytest_reimport
+from testpool.pytest_reimport import Renewal, Stuck
+
 CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
@@ -54,6 +57,18 @@ pytest_plugins = ["testpool.pytest_fixtures"]
 # never failed for what it printed.
 OUTPUT_LIMIT = 4 * 1024 * 1024
 TRUNCATED_NOTE = "[testpool: earlier output truncated]\n"
+
+
+if CMD_FD in os.environ and RESULT_FD in os.environ:
+    # In the zygote (or a pytest a worker's test starts, which pytest_configure tells apart):
+    # note who reads a per-worker variable from now on, before pytest imports the other
+    # plugins and the first conftest.py files, until collection ends. A shared API_TOKEN (set
+    # by the config or the secrets) is the same on every worker: reading it is fine.
+    pytest_reimport.watch(
+        name
+        for name in pytest_reimport.PER_WORKER
+        if name != "API_TOKEN" or os.environ.get(name) == COLLECTION_MARK
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -102,7 +117,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             _Zygote(int(os.environ[CMD_FD]), int(os.environ[RESULT_FD])), "testpool-zygote"
         )
-    elif os.environ.get(RESULT_FILE):
+        return
+    pytest_reimport.stop_watching()  # not the zygote: a pytest run by a worker's test
+    if os.environ.get(RESULT_FILE):
         config.pluginmanager.register(_OneShot(os.environ[RESULT_FILE]), "testpool-oneshot")
         _point_base_url_plugin(config)
     if os.environ.get(COLLECT_FILE) and config.getoption("collectonly", False):
@@ -171,11 +188,22 @@ class _OneShot(_Collector):
     def __init__(self, path: str) -> None:
         super().__init__()
         self._path = path
+        self._uncollected: pytest.CollectReport | None = None
+
+    @pytest.hookimpl
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if not report.passed and self._uncollected is None:
+            self._uncollected = report  # e.g. the test's module raised or skipped at import
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.reports or self._uncollected is None:
+            result = verdict(self.reports, include_output=False)
+        else:
+            result = pytest_reimport.collect_verdict(self._uncollected)
+            del result["output"]  # the process's output has it
         with open(self._path, "w") as handle:
-            json.dump(verdict(self.reports, include_output=False), handle)
+            json.dump(result, handle)
 
 
 class _KeepSession:
@@ -206,6 +234,14 @@ class _Zygote(_Collector):
         super().__init__()
         self._cmd_fd = cmd_fd
         self._result_fd = result_fd
+        self._reads: list[pytest_reimport.Read] = []
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection(self, session: pytest.Session) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._reads = pytest_reimport.stop_watching()  # before any fork
 
     def _send(self, message: dict[str, Any]) -> None:
         os.write(self._result_fd, (json.dumps(message) + "\n").encode())
@@ -223,6 +259,9 @@ class _Zygote(_Collector):
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         items = {item.nodeid: item for item in session.items}
+        modules = pytest_reimport.modules_by_file(session.items)
+        stale, stuck = pytest_reimport.sort_reads(self._reads, modules)
+        renewal = Renewal(stale)  # each fork starts from the zygote's copy
         signal.signal(signal.SIGCHLD, self._reap)
         # Everything collected so far lives as long as the workers: keep it out of the
         # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
@@ -244,7 +283,7 @@ class _Zygote(_Collector):
                     channel = _become_worker(session, json.loads(data), fds[0])
                 except BaseException:
                     os._exit(70)
-                _serve(session, items, channel, self)
+                _serve(session, items, channel, self, renewal, stuck)
                 _finish_worker(session)
             os.close(fds[0])
 
@@ -296,14 +335,23 @@ def _serve(
     items: dict[str, pytest.Item],
     channel: socket.socket,
     collector: _Collector,
+    renewal: Renewal,
+    stuck: list[Stuck],
 ) -> None:
-    """Run the node ids testpool sends, one verdict line back for each, until it hangs up."""
+    """Run the node ids testpool sends, one verdict line back for each, until it hangs up.
+
+    A test of a module that read a per-worker variable at import runs on that module imported
+    anew in this worker (``renewal``); ``stuck`` are the readers that cannot be.
+    """
     keep = _KeepSession(session)
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
+        uncollected = renewal.prepare(session, items, nodeid) if renewal else None
         item = items.get(nodeid)
-        if item is None:
+        if uncollected is not None:
+            message = {"id": nodeid, **uncollected}
+        elif item is None:
             message = {"id": nodeid, "outcome": "missing", "duration": 0.0}
         else:
             collector.reports = []
@@ -317,7 +365,7 @@ def _serve(
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=keep)
                 message = {"id": nodeid, **verdict(collector.reports, include_output=True)}
             if message["outcome"] == "failed":
-                _explain_collection_time_values(item, message)
+                _explain_collection_time_values(item, message, stuck)
         channel.sendall((json.dumps(message) + "\n").encode())
     # testpool is done with this worker: finalize session fixtures, then say so (testpool stops
     # the servers only after that, since a fixture's teardown may still need its server).
@@ -337,8 +385,12 @@ def _renew_instance(item: pytest.Item) -> dict[str, Any] | None:
     so it is made again here, the way pytest makes it (``_getinstance``, then the bound method).
     Made here rather than left to pytest's lazy making: an ``__init__`` that raises there
     breaks pytest's own error report. Returns the failed verdict if ``__init__`` raised.
+    pytest before 8.2 (no ``_getinstance``) makes a unittest instance when the test is set up,
+    that is in the worker already.
     """
     if not isinstance(item, pytest.Function) or item.cls is None:
+        return None
+    if not hasattr(item, "_getinstance"):
         return None
     bound = item.__dict__.get("_obj")
     if bound is not None and getattr(bound, "__self__", None) is not item.__dict__.get("_instance"):
@@ -354,12 +406,19 @@ def _renew_instance(item: pytest.Item) -> dict[str, Any] | None:
     return None
 
 
-def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) -> None:
-    """Say so when the failed test's module or class holds a stand-in from collection time.
+def _explain_collection_time_values(
+    item: pytest.Item, message: dict[str, Any], stuck: list[Stuck]
+) -> None:
+    """Say so when what the failed test uses may hold a stand-in from collection time.
 
-    Such a value was read from the environment at import, while pytest collected the suite in
-    the zygote, before any worker existed; it is wrong on every worker, and the failure it
-    causes (e.g. "Name or service not known") does not say why by itself.
+    Such a value was read from the environment while pytest collected the suite in the zygote,
+    before any worker existed; it is wrong on every worker, and the failure it causes (e.g.
+    "Name or service not known") does not say why by itself. Test modules that read one at
+    import are imported anew in the worker; what remains is a constant the module or class
+    took from another module (``from helpers import BASE``) and the readers in ``stuck``
+    (conftest.py files, plugins, other modules), which are not imported anew. The module's and
+    class's constants and the conftest.py files of the test's folders are named in the
+    message; every other reader only in the output.
     """
     names = []
     for holder in (getattr(item, "module", None), getattr(item, "cls", None)):
@@ -368,18 +427,27 @@ def _explain_collection_time_values(item: pytest.Item, message: dict[str, Any]) 
         for name, value in vars(holder).items():
             if isinstance(value, str | os.PathLike) and COLLECTION_MARK in os.fspath(value):
                 names.append(f"{holder.__name__}.{name}")
-    if not names:
+    held = [f"{', '.join(names)} read the worker's environment at import"] if names else []
+    conftests, others = pytest_reimport.readers_for(item, stuck)
+    if not held and not conftests and not others:
         return
-    cause = (
-        f"{', '.join(names)} read the worker's environment at import, while pytest collected "
-        "the suite (before any worker existed)"
-    )
-    message["message"] = f"{cause}: {message['message']}"[:300]
+    root = item.config.rootpath
+    when = "while pytest collected the suite (before any worker existed)"
+    named = held + [pytest_reimport.describe(reader, root, line=False) for reader in conftests]
+    if named:
+        message["message"] = f"{'; '.join(named)}, {when}: {message['message']}"[:300]
+    listed = held + [
+        pytest_reimport.describe(reader, root, line=True) for reader in conftests + others
+    ]
     # Last, so that the tail of the output shown in the summary has it.
     message["output"] = message.get("output", "") + (
-        f"testpool: {cause}, so it holds a stand-in ({COLLECTION_MARK}) on every worker. Read "
-        "TEST_BASE_URL, DATA_DIR, API_TOKEN and PORT in a fixture or in the test (or use the "
-        "testpool_worker and base_url fixtures), not at import.\n"
+        f"testpool: {when}:\n"
+        + "".join(f"  - {line}\n" for line in listed)
+        + f"What was made of those values holds a stand-in ({COLLECTION_MARK}) on every "
+        "worker. testpool imports a test module that reads TEST_BASE_URL, PORT, DATA_DIR, "
+        "API_TOKEN or TESTPOOL_WORKER at import anew in each worker, but not conftest.py "
+        "files, plugins or other modules the tests import: read them in a fixture or in the "
+        "test (or use the testpool_worker and base_url fixtures), not at import.\n"
     )
 
 

@@ -15,7 +15,7 @@ from support import REPO
 STDLIB = set(sys.stdlib_module_names)
 LOCAL = {"testpool", "helpers", "jsonc", "server", "support"}
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"dotenv": "python-dotenv"}
+DISTRIBUTIONS = {"dotenv": "python-dotenv", "_pytest": "pytest"}  # _pytest: pytest's internals
 
 
 def _imports(paths: list[Path]) -> set[str]:

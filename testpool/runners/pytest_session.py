@@ -40,6 +40,8 @@ testpool's pytest collects the suite twice: once to list the tests, and once in 
 workers are forked from. This test was in the first collection and not in the second. Likely:
 - test ids that change from one collection to the next: parametrize ids made from a set, from
   random or time values, or from objects' default reprs;
+- parametrize ids made from TEST_BASE_URL, PORT, DATA_DIR, API_TOKEN or TESTPOOL_WORKER read at
+  import: such a module is collected again in each worker, with its values (give them ids=);
 - collection that depends on how pytest is run: the workers' pytest is started with
   --testpool-serve and TESTPOOL_CMD_FD (discovery with --collect-only), so a conftest or a
   plugin may select other tests there;

@@ -191,6 +191,37 @@ def test_a_test_the_workers_did_not_collect_fails_with_the_likely_causes(project
     project.assert_clean(result.run_id)
 
 
+def test_parametrize_ids_made_from_a_worker_variable_say_why_they_were_not_collected(
+    project: Project,
+) -> None:
+    project.write(
+        "tests/test_p.py",
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("port", [os.environ["PORT"]])
+        def test_port(port):
+            pass
+
+        @pytest.mark.parametrize("port", [os.environ["PORT"]], ids=["port"])
+        def test_port_with_an_id(port):
+            assert port == os.environ["PORT"]
+        """,
+    )
+    project.config(workers=1)
+
+    result = project.run()
+
+    # Discovery saw PORT=0; the worker's pytest imports the module anew with its own PORT.
+    assert result.statuses == {
+        "tests/test_p.py::test_port[0]": "failed",
+        "tests/test_p.py::test_port_with_an_id[port]": "passed",
+    }, result.stdout
+    assert "parametrize ids made from TEST_BASE_URL, PORT" in result.stdout
+    project.assert_clean(result.run_id)
+
+
 class Decoy:
     """A developer's own server on the URL a suite falls back to: it answers everything."""
 
@@ -230,31 +261,50 @@ MODULE_LEVEL_SUITE = """
 import os
 import unittest
 import httpx
+import pytest
 
-# Read at import: in session mode that is while the suite is collected, before any worker exists.
+# Read at import: in session mode while the suite is collected, before any worker exists, and
+# again in each worker that runs one of these tests.
 BASE = os.environ.get("TEST_BASE_URL", {fallback!r})
+client = httpx.Client(base_url=os.environ.get("TEST_BASE_URL", {fallback!r}), timeout=10)
+URLS = [os.environ.get("TEST_BASE_URL", {fallback!r}) + path for path in ("/health", "/env")]
+
+
+def _on_my_worker(response):
+    assert response.status_code == 200
+    if response.url.path == "/env":
+        assert response.json()["TESTPOOL_WORKER"] == os.environ["TESTPOOL_WORKER"]
 
 
 def test_module_constant_{n}():
-    assert httpx.get(BASE + "/health", timeout=10).status_code == 200
+    _on_my_worker(httpx.get(BASE + "/env", timeout=10))
+
+
+def test_module_client_{n}():
+    _on_my_worker(client.get("/env"))
+
+
+@pytest.mark.parametrize("url", URLS, ids=["health", "env"])
+def test_parametrize_list_{n}(url):
+    _on_my_worker(httpx.get(url, timeout=10))
 
 
 def test_read_in_the_test_{n}():
     base = os.environ.get("TEST_BASE_URL", {fallback!r})
-    assert httpx.get(base + "/health", timeout=10).status_code == 200
+    _on_my_worker(httpx.get(base + "/env", timeout=10))
 
 
 class TestClassBody{n}(unittest.TestCase):
     # A class body runs at import too.
-    URL = os.environ.get("TEST_BASE_URL", {fallback!r}) + "/health"
+    URL = os.environ.get("TEST_BASE_URL", {fallback!r}) + "/env"
 
     def test_class_constant(self):
-        assert httpx.get(self.URL, timeout=10).status_code == 200
+        _on_my_worker(httpx.get(self.URL, timeout=10))
 """
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_module_level_read_of_the_worker_url_never_reaches_another_server(
+def test_a_module_level_read_of_the_worker_url_gets_the_workers_value_in_both_modes(
     project: Project, decoy: Decoy, mode: str
 ) -> None:
     for n in range(4):
@@ -264,28 +314,354 @@ def test_a_module_level_read_of_the_worker_url_never_reaches_another_server(
     result = project.run()
 
     assert decoy.hits == [], "a test reached the fallback server instead of its worker's"
-    statuses = result.statuses
-    readers_in_tests = {k: v for k, v in statuses.items() if "test_read_in_the_test" in k}
-    constants = {k: v for k, v in statuses.items() if "constant" in k}
-    assert len(constants) == len(readers_in_tests) * 2 == 8
-    assert set(readers_in_tests.values()) == {"passed"}, result.stdout
+    kinds = ["module_constant", "module_client", "parametrize_list", "read_in_the_test"]
+    for kind in [*kinds, "class_constant"]:
+        assert sum(kind in test for test in result.statuses) == (8 if "parametrize" in kind else 4)
+    assert len(result.statuses) == 24
+    assert set(result.statuses.values()) == {"passed"}, result.stdout
+    assert result.returncode == 0
+    project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_conftest_or_helper_that_reads_at_import_fails_loudly_in_session_mode_only(
+    project: Project, decoy: Decoy, mode: str
+) -> None:
+    project.write(
+        "tests/conftest.py",
+        f"""
+        import os
+        import pytest
+
+        # A conftest is imported once, before any worker exists, and never again.
+        BASE = os.environ.get("TEST_BASE_URL", {decoy.url!r})
+
+        @pytest.fixture
+        def api():
+            return BASE
+        """,
+    )
+    project.write(
+        "tests/helpers.py",
+        f"""
+        import os
+
+        URL = os.environ.get("TEST_BASE_URL", {decoy.url!r}) + "/health"
+        """,
+    )
+    project.write(
+        "tests/sub/test_c.py",
+        """
+        import httpx
+        from helpers import URL
+
+        def test_uses_the_conftest_constant(api):
+            assert httpx.get(api + "/health", timeout=10).status_code == 200
+
+        def test_uses_the_helper_constant():
+            assert httpx.get(URL, timeout=10).status_code == 200
+        """,
+    )
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    assert decoy.hits == [], "a test reached the fallback server instead of its worker's"
+    tests = ["test_uses_the_conftest_constant", "test_uses_the_helper_constant"]
     if mode == "process":
-        # A fresh pytest per test imports the module with the worker's environment.
-        assert set(constants.values()) == {"passed"}, result.stdout
-        assert result.returncode == 0
+        # Each test's own pytest imports them with its worker's environment.
+        assert set(result.statuses.values()) == {"passed"}, result.stdout
     else:
-        # Collected once for every worker: the constant holds the collection-time stand-in,
-        # which fails, and the failure says why.
-        assert set(constants.values()) == {"failed"}, result.stdout
-        assert result.returncode == 1
+        assert result.statuses == {f"tests/sub/test_c.py::{t}": "failed" for t in tests}
         assert result.report is not None
         for test in result.report["tests"]:
-            name = test["id"].split("::", 1)[1]
-            if name.startswith("test_module_constant"):
-                assert ".BASE read the worker's environment at import" in test["message"], test
-            elif name.endswith("test_class_constant"):
-                assert ".URL read the worker's environment at import" in test["message"], test
+            # The test module's own constant, and the conftest.py files of its folders.
+            message = test["message"]
+            assert message.startswith(
+                "test_c.URL read the worker's environment at import; tests/conftest.py read "
+                "TEST_BASE_URL at import, while pytest collected the suite (before any worker "
+                "existed): "
+            ), message
+            output = (project.root / test["log"]).read_text()
+            assert "tests/conftest.py (line 5) read TEST_BASE_URL at import" in output
+            assert "tests/helpers.py (line 3) read TEST_BASE_URL at import" in output
+            assert "not conftest.py files, plugins or other modules the tests import" in output
         assert "testpool-collection-time" in result.stdout
+    project.assert_clean(result.run_id)
+
+
+REIMPORTED_CONFTEST = """
+import pytest
+
+@pytest.fixture
+def base():
+    return "conftest"
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name.endswith("_conftest_skips"):
+            item.add_marker(pytest.mark.skip(reason="the conftest skips it"))
+"""
+
+# Everything pytest builds from a module while collecting it, built from values read at import.
+REIMPORTED_SUITE = """
+import os
+import unittest
+import httpx
+import pytest
+
+BASE = os.environ["TEST_BASE_URL"]
+WORKER = os.environ.get("TESTPOOL_WORKER")  # None while collecting
+PORT = int(os.environ["PORT"])
+AT_SETUP = []
+
+
+def setup_module():
+    AT_SETUP.append(BASE)
+
+
+def _worker_of(url):
+    return httpx.get(url + "/env", timeout=10).json()["TESTPOOL_WORKER"]
+
+
+@pytest.fixture(autouse=True)
+def on_my_worker():
+    assert _worker_of(BASE) == os.environ["TESTPOOL_WORKER"]
+    yield
+    assert _worker_of(BASE) == os.environ["TESTPOOL_WORKER"]
+
+
+@pytest.fixture(scope="module")
+def module_base():
+    return BASE
+
+
+@pytest.fixture(params=[BASE, BASE + "/"], ids=["bare", "slash"])
+def endpoint(request):
+    return request.param.rstrip("/")
+
+
+@pytest.fixture
+def base(base):
+    # Overrides the conftest's fixture of that name and builds on it.
+    return base + "+" + BASE
+
+
+def test_setup_module():
+    assert AT_SETUP == [os.environ["TEST_BASE_URL"]]
+
+
+def test_module_scoped_fixture(module_base):
+    assert module_base == os.environ["TEST_BASE_URL"]
+
+
+def test_parametrized_fixture(endpoint):
+    assert _worker_of(endpoint) == os.environ["TESTPOOL_WORKER"]
+
+
+def test_overriding_fixture(base):
+    assert base == "conftest+" + os.environ["TEST_BASE_URL"]
+
+
+@pytest.mark.parametrize("port", [PORT, str(PORT)], ids=["int", "str"])
+def test_parametrize(port):
+    assert int(port) == int(os.environ["PORT"])
+
+
+@pytest.mark.skipif(WORKER is None, reason="read no worker at import")
+def test_skipif_false_in_a_worker():
+    assert WORKER == os.environ["TESTPOOL_WORKER"]
+
+
+@pytest.mark.skipif(WORKER is not None, reason="a worker exists")
+def test_skipif_true_in_a_worker():
+    pass
+
+
+@pytest.mark.xfail(WORKER is not None, reason="fails in a worker", strict=True)
+def test_xfail_in_a_worker():
+    assert WORKER is None
+
+
+def test_the_conftest_skips():
+    assert False, "the conftest's pytest_collection_modifyitems marks this test skipped"
+
+
+class TestCaseReads(unittest.TestCase):
+    URL = BASE
+
+    @classmethod
+    def setUpClass(cls):
+        cls.worker = WORKER
+
+    def test_class_attribute_and_set_up_class(self):
+        self.assertEqual(_worker_of(self.URL), os.environ["TESTPOOL_WORKER"])
+        self.assertEqual(self.worker, os.environ["TESTPOOL_WORKER"])
+"""
+
+REIMPORTED_EXPECTED = {
+    "test_setup_module": "passed",
+    "test_module_scoped_fixture": "passed",
+    "test_parametrized_fixture[bare]": "passed",
+    "test_parametrized_fixture[slash]": "passed",
+    "test_overriding_fixture": "passed",
+    "test_parametrize[int]": "passed",
+    "test_parametrize[str]": "passed",
+    "test_skipif_false_in_a_worker": "passed",
+    "test_skipif_true_in_a_worker": "skipped",
+    "test_xfail_in_a_worker": "passed",  # an expected failure counts as passed
+    "test_the_conftest_skips": "skipped",
+    "TestCaseReads::test_class_attribute_and_set_up_class": "passed",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fixtures_and_marks_of_a_module_that_reads_at_import_work_as_in_a_fresh_pytest(
+    project: Project, mode: str
+) -> None:
+    project.write("tests/conftest.py", REIMPORTED_CONFTEST)
+    for n in range(2):
+        project.write(f"tests/test_r{n}.py", REIMPORTED_SUITE)
+    project.config(workers=4, pytest_mode=mode)
+
+    result = project.run()
+
+    expected = {
+        f"tests/test_r{n}.py::{name}": status
+        for n in range(2)
+        for name, status in REIMPORTED_EXPECTED.items()
+    }
+    assert result.statuses == expected, result.stdout
+    assert result.returncode == 0
+    project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_module_that_cannot_be_imported_in_a_worker_fails_its_tests_not_the_worker(
+    project: Project, mode: str
+) -> None:
+    project.write(
+        "tests/test_broken.py",
+        """
+        import os
+
+        if os.environ.get("TESTPOOL_WORKER") is not None:
+            raise RuntimeError("this module cannot be imported in a worker")
+
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+        """,
+    )
+    project.write("tests/test_fine.py", "def test_fine_one(): pass\ndef test_fine_two(): pass\n")
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.statuses == {
+        "tests/test_broken.py::test_one": "failed",
+        "tests/test_broken.py::test_two": "failed",
+        "tests/test_fine.py::test_fine_one": "passed",
+        "tests/test_fine.py::test_fine_two": "passed",
+    }, result.stdout
+    assert result.returncode == 1
+    assert result.report is not None
+    for test in result.report["tests"]:
+        if "broken" in test["id"]:
+            assert "RuntimeError: this module cannot be imported in a worker" in test["message"]
+            log = (project.root / test["log"]).read_text()
+            assert 'raise RuntimeError("this module cannot be imported in a worker")' in log
+    assert "exited" not in result.stdout  # no worker process died
+    project.assert_clean(result.run_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_module_that_skips_itself_in_a_worker_skips_its_tests(
+    project: Project, mode: str
+) -> None:
+    project.write(
+        "tests/test_skipping.py",
+        """
+        import os
+        import pytest
+
+        if os.environ.get("TESTPOOL_WORKER") is not None:
+            pytest.skip("not on a worker", allow_module_level=True)
+
+        def test_skipped():
+            pass
+        """,
+    )
+    project.write("tests/test_fine.py", "def test_fine(): pass\n")
+    project.config(workers=1, pytest_mode=mode)
+
+    result = project.run()
+
+    assert result.statuses == {
+        "tests/test_skipping.py::test_skipped": "skipped",
+        "tests/test_fine.py::test_fine": "passed",
+    }, result.stdout
+    assert result.returncode == 0
+    assert result.report is not None
+    skipped = next(t for t in result.report["tests"] if t["status"] == "skipped")
+    assert "not on a worker" in skipped["message"]
+    project.assert_clean(result.run_id)
+
+
+IMPORT_LOGGING_MODULE = """
+import json, os
+
+def _log(path, *what):
+    with open(path, "a") as handle:
+        handle.write(json.dumps([__name__, os.getpid(), *what]) + "\\n")
+
+_log({imports!r})
+{reads}
+
+def test_crashes_once():
+    _log({ran!r}, os.environ["TESTPOOL_WORKER"])
+    if {crash} and not os.path.exists({flag!r}):
+        open({flag!r}, "w").close()
+        os._exit(3)
+"""
+
+
+def test_a_module_is_imported_again_once_per_worker_process_and_only_if_it_read_at_import(
+    project: Project, tmp_path: Path
+) -> None:
+    imports, ran = tmp_path / "imports.jsonl", tmp_path / "ran.jsonl"
+    paths = {"imports": str(imports), "ran": str(ran), "flag": str(tmp_path / "crashed")}
+    tests = "".join(
+        f"\ndef test_{n}():\n    _log({str(ran)!r}, os.environ['TESTPOOL_WORKER'])\n"
+        for n in range(6)
+    )
+    reads = IMPORT_LOGGING_MODULE.format(
+        reads='BASE = os.environ["TEST_BASE_URL"]', crash=True, **paths
+    )
+    project.write("tests/test_reads.py", reads + tests)
+    project.write(
+        "tests/test_quiet.py", IMPORT_LOGGING_MODULE.format(reads="", crash=False, **paths) + tests
+    )
+    project.config(workers=2, pytest_mode="session")
+
+    result = project.run("--retries", "1")
+
+    assert result.statuses["tests/test_reads.py::test_crashes_once"] == "flaky", result.stdout
+    assert result.returncode == 0
+    imported = [json.loads(line) for line in imports.read_text().splitlines()]
+    tested = [json.loads(line) for line in ran.read_text().splitlines()]
+    for module, again in (("test_reads", True), ("test_quiet", False)):
+        importers = [pid for name, pid in imported if name == module]
+        testers = {pid for name, pid, _ in tested if name == module}
+        # Discovery and the zygote import it while collecting; workers are forks of the zygote.
+        assert len(set(importers)) == len(importers), "imported twice in one process"
+        if again:  # and each worker process that ran one of its tests, once
+            assert len(importers) == 2 + len(testers) and testers <= set(importers)
+            assert len(testers) >= 2  # the crashed process's replacement imported it again
+        else:
+            assert len(importers) == 2 and not testers & set(importers)
     project.assert_clean(result.run_id)
 
 

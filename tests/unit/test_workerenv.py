@@ -7,8 +7,8 @@ import urllib.parse
 
 import pytest
 
-from testpool import pytest_plugin
-from testpool.workerenv import COLLECTION_MARK, STAND_INS, collection_env
+from testpool import pytest_plugin, pytest_reimport
+from testpool.workerenv import COLLECTION_MARK, STAND_INS, WORKER_INDEX, collection_env
 
 DEVELOPER = {
     "HOME": "/home/dev",
@@ -48,3 +48,7 @@ def test_the_stand_ins_cannot_reach_anything_and_name_the_cause() -> None:
 
 def test_the_plugin_recognises_the_stand_ins_by_the_same_mark() -> None:
     assert pytest_plugin.COLLECTION_MARK == COLLECTION_MARK
+
+
+def test_the_plugin_watches_the_reads_of_every_per_worker_variable() -> None:
+    assert set(pytest_reimport.PER_WORKER) == {*STAND_INS, WORKER_INDEX}
