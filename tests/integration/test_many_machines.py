@@ -244,6 +244,23 @@ def _results_by(redis_url: str, build: str) -> dict[str, str]:
     return {str(t): json.loads(raw).get("origin", "") for t, raw in details.items()}
 
 
+def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Wait for a machine; if it hangs, say where (py-spy, where installed) before failing."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = ""
+        if shutil.which("py-spy"):
+            where = subprocess.run(
+                ["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True
+            ).stdout
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"a machine hung:\n{where}\n{stdout[-3000:]}\n{stderr[-2000:]}"
+        ) from None
+
+
 def _held_by(redis_url: str, build: str, machine_suffix: str) -> list[str]:
     import redis
 
@@ -263,24 +280,35 @@ def test_three_machines_share_a_build_and_one_is_killed(
     ids.append("tests/test_flaky.py::test_fails_the_first_time")
     configs = _machines(project, 3, workers=2)
     queue = _queue(redis_url, "build-1", "--lease-timeout", "2", "--retries", "1")
-    machines = [_popen(project, "--config", name, *queue) for name in configs]
-    victim = machines[2]
+    # The machine to be killed starts first, so that it surely holds tests when it dies.
+    victim = _popen(project, "--config", configs[2], *queue)
     mine = f"(pid {victim.pid})"
     wait_until(
-        lambda: (
-            any(o.endswith(mine) for o in _results_by(redis_url, "build-1").values())
-            and _held_by(redis_url, "build-1", mine)
-        ),
+        lambda: _held_by(redis_url, "build-1", mine),
         timeout=120,
-        what="the third machine to record a result and hold another test",
+        what="the first machine to hold a test",
     )
+    machines = [_popen(project, "--config", name, *queue) for name in configs[:2]]
+    try:
+        wait_until(
+            lambda: any(
+                o and not o.endswith(mine) for o in _results_by(redis_url, "build-1").values()
+            ),
+            timeout=120,
+            what="another machine to record a result",
+        )
+    except AssertionError as error:
+        for process in [victim, *machines]:
+            process.kill()
+        outputs = [p.communicate() for p in [victim, *machines]]
+        raise AssertionError(f"{error}: {outputs}") from None
 
     os.kill(victim.pid, signal.SIGKILL)
     held = _held_by(redis_url, "build-1", mine)
     victim.wait(timeout=30)
-    outputs = [m.communicate(timeout=300) for m in machines[:2]]
+    outputs = [_finish(m, timeout=300) for m in machines]
 
-    assert [m.returncode for m in machines[:2]] == [0, 0], outputs
+    assert [m.returncode for m in machines] == [0, 0], outputs
     report = project.run("report", *_queue(redis_url, "build-1"), "-o", "build-report")
     assert report.returncode == 0, report.stdout + report.stderr
     tests = _report(project.root / "build-report")["tests"]
