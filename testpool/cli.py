@@ -386,6 +386,32 @@ def list_command(
     return _guard(action)
 
 
+@cli.command("explain")
+@click.argument("test", metavar="ID")
+@_config_option
+@click.pass_context
+def explain_command(ctx: click.Context, test: str, config_path: Path | None) -> int:
+    """Why test ID ran or was cached last time, and whether it would run now and why.
+
+    ID is a test id, or a part of one that only one test id contains (ignoring case); several
+    matches are listed (exit 2), none is exit 5. Shows the last run's verdict and its reason,
+    what changed since the test last ran (the input, and the files or config keys within it),
+    its last 10 results from the cache, and its flakiness (pass rate; flaky runs; failures
+    followed by a pass in the next run).
+    """
+    if _runner_args(ctx):
+        raise click.UsageError("explain takes no -- ARGS")
+
+    def action() -> int:
+        from testpool.app import explain_test
+
+        config = _config(_inherited_config(ctx, config_path))
+        out, err = make_consoles()
+        return explain_test(config, test, out, err)
+
+    return _guard(action)
+
+
 @cli.command("init")
 @click.pass_context
 def init_command(ctx: click.Context) -> int:

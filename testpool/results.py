@@ -111,6 +111,8 @@ class TestResult:
     # worker and attempts' workers are that machine's.
     origin: str = ""
     phase: str | None = None  # None when the configuration has no phases
+    # Why the plan ran it ("test file changed", "not in cache"...; "unchanged" when cached).
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -123,6 +125,7 @@ class TestResult:
             "log": self.log_path,
             "message": self.message,
             "phase": self.phase,
+            "reason": self.reason,
         }
         if self.origin:
             data["origin"] = self.origin
@@ -141,6 +144,7 @@ class TestResult:
             message=str(data.get("message", "")),
             origin=str(data.get("origin", "")),
             phase=data.get("phase"),
+            reason=str(data.get("reason") or ""),
         )
 
 

@@ -70,11 +70,16 @@ class CacheRecorder:
     A cache that cannot be written is a warning, never the end of the run."""
 
     def __init__(
-        self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]], salt: str
+        self,
+        store: CacheStore,
+        inputs: Mapping[str, Mapping[str, str]],
+        salt: str,
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.salt = salt
         self.inputs = inputs
+        self.reasons = reasons or {}  # why the plan ran each test (kept for `testpool explain`)
         self.secret_names: tuple[str, ...] = ()
         self.warn: Callable[[str], None] = lambda message: None
         self._pending: dict[str, CacheEntry] = {}
@@ -84,8 +89,9 @@ class CacheRecorder:
         if result.status in (Status.NOT_RUN, Status.CACHED) or result.id not in self.inputs:
             return
         self._pending[result.id] = CacheEntry(
-            result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names
-        )
+            result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names,
+            reason=self.reasons.get(result.id, ""),
+        )  # fmt: skip
 
     async def flush_periodically(self) -> None:
         while True:
@@ -150,7 +156,12 @@ class Run:
         self.phases: list[Phase] = split(
             sorted(every_case, key=lambda case: order_index.get(case.id, 0)), config
         )
-        self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
+        self.recorder = CacheRecorder(
+            store,
+            {item.case.id: item.inputs for item in to_run},
+            salt,
+            reasons={item.case.id: item.reason for item in to_run},
+        )
         self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
         self.results: dict[str, TestResult] = {}
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
