@@ -33,6 +33,7 @@ from testpool.hashing import FileHasher
 from testpool.phases import phase_of, split
 from testpool.report.console import print_error, say
 from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
+from testpool.report.html import HTML
 from testpool.report.render import summary_renderables
 from testpool.requirements import resolve
 from testpool.results import PhaseResult, RunSummary, cached_result
@@ -137,7 +138,9 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
         display_path(path, config.root) for path in write_reports(summary, config.results_path)
     ]
     if summary.ran_nothing and (config.results_path / JUNIT).exists():
-        shown[-1] += f" (no test started: {JUNIT} and {REPORT} are those of an earlier run)"
+        shown[-1] += (
+            f" (no test started: {JUNIT}, {REPORT} and {HTML} are those of an earlier run)"
+        )
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:

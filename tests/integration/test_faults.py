@@ -64,6 +64,9 @@ def test_ctrl_c_mid_run_stops_everything_and_reports(
     statuses = {t["id"]: t["status"] for t in report["tests"]}
     assert statuses["tests/test_hang.py::test_quick"] == "passed"
     assert statuses["tests/test_hang.py::test_hangs"] == "not run"
+    # The HTML report is written too, and says the run was interrupted.
+    page = (project.root / "test-results" / "report.html").read_text()
+    assert f"run {run_id}" in page and '<span class="verdict stopped">interrupted</span>' in page
     project.assert_clean(run_id)
     # What finished before the interrupt is in the cache.
     assert project.cache()["tests"]["tests/test_hang.py::test_quick"]["status"] == "passed"
