@@ -138,9 +138,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
         display_path(path, config.root) for path in write_reports(summary, config.results_path)
     ]
     if summary.ran_nothing and (config.results_path / JUNIT).exists():
-        shown[-1] += (
-            f" (no test started: {JUNIT}, {REPORT} and {HTML} are those of an earlier run)"
-        )
+        shown[-1] += f" (no test started: {JUNIT}, {REPORT} and {HTML} are those of an earlier run)"
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:
