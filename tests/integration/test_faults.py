@@ -201,6 +201,13 @@ def test_dev_server_killed_mid_test_is_restarted_and_the_suite_completes(
     assert any("restarting" in event for event in report["infra_events"])
     worker_log = project.worker_log(result, crashed["attempts"][0]["worker"])
     assert "restarting the server" in worker_log.read_text()
+    # The report's timeline has the restart where it happened, on that worker; the error
+    # attempt's evidence has what its server printed while it ran.
+    [event] = report["timed_events"]
+    assert event["worker"] == crashed["attempts"][0]["worker"]
+    assert event["text"] == "server died after error test; restarting"
+    assert crashed["attempts"][0]["started"] <= event["at"] <= crashed["attempts"][1]["started"]
+    assert "GET /pid" in crashed["attempts"][0]["evidence"]["server_log"]
     project.assert_clean(result.run_id)
 
 
