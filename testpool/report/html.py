@@ -54,8 +54,13 @@ def _no_surrogates(value: str) -> str:
     return _SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
+# What inline() or block() would change, or a lone surrogate: most text has none (a quick
+# check keeps a page of thousands of tests quick to write).
+_SPECIAL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def _line(value: str) -> str:
-    return _no_surrogates(inline(value))
+    return _no_surrogates(inline(value)) if _SPECIAL.search(value) else value
 
 
 def _block(value: str) -> str:
