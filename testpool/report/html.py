@@ -139,9 +139,12 @@ def page_data(summary: RunSummary) -> dict[str, Any]:
             )
         if _is_reported_failure(result):
             failures[str(index)] = [_attempt_data(a) for a in result.attempts]
+    ready: dict[tuple[str, int], float] = {}
     for detail in summary.workers_detail:
         if isinstance(detail.get("worker"), int):
             lanes.setdefault(("", detail["worker"]), [])
+            if isinstance(detail.get("ready"), int | float) and detail["ready"] > 0:
+                ready[("", detail["worker"])] = round(float(detail["ready"]), 3)
     events = []
     for event in summary.timed_events:
         try:
@@ -160,7 +163,12 @@ def page_data(summary: RunSummary) -> dict[str, Any]:
     return {
         "tests": tests,
         "lanes": [
-            {"origin": _line(origin), "worker": worker, "bars": bars}
+            {
+                "origin": _line(origin),
+                "worker": worker,
+                "ready": ready.get((origin, worker), 0.0),  # its start-up, drawn grey
+                "bars": bars,
+            }
             for (origin, worker), bars in sorted(lanes.items(), key=lambda item: item[0])
         ],
         "events": events,
@@ -223,6 +231,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .track{position:relative;flex:1;height:18px;background:var(--soft);border-radius:3px}
 .bar{position:absolute;top:2px;height:14px;border-radius:2px;min-width:2px;cursor:pointer;opacity:.9}
 .bar:hover{opacity:1;outline:1px solid #000}
+.startup{position:absolute;left:0;top:6px;height:6px;border-radius:3px;background:#c9d1d9}
 .mark{position:absolute;top:-2px;width:3px;height:22px;background:#1f2328;border-radius:1px}
 .axis{position:relative;height:16px;margin-left:128px;font-size:11px;color:var(--muted)}
 .axis span{position:absolute;transform:translateX(-50%)}
@@ -286,6 +295,13 @@ SCRIPT = r"""
       var row = el("div", "lane");
       row.appendChild(el("div", "label", "worker " + lane.worker));
       var track = el("div", "track");
+      if (lane.ready > 0) {
+        var start = el("div", "startup");
+        start.style.width = pct(lane.ready, total) + "%";
+        start.title = "worker " + lane.worker + " starting: its server and its test process, " +
+          "ready after " + secs(lane.ready);
+        track.appendChild(start);
+      }
       lane.bars.forEach(function (bar) {
         var test = data.tests[bar[0]];
         var node = el("div", "bar");
@@ -591,8 +607,9 @@ def _timeline(summary: RunSummary) -> str:
     )
     return (
         '<section><h2>Timeline</h2><p class="muted">Every attempt on every worker, from the '
-        "start of the run; a dark mark is an infrastructure event (a restart). Point at a bar "
-        f"for the test; click it to open a failure.{text(merged)}</p>"
+        "start of the run (the thin grey line: the worker starting); a dark mark is an "
+        "infrastructure event (a restart). Point at a bar for the test; click a failure to open "
+        f"it.{text(merged)}</p>"
         f'<div class="chips">{legend}</div><div id="timeline"></div></section>'
     )
 

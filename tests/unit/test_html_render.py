@@ -192,11 +192,18 @@ def test_lanes_are_per_worker_and_events_are_placed() -> None:
     run = summary(
         [passed("t.py::a", 0, 0.5), failed("t.py::b", 1, start=1.0), passed("t.py::c", 1, 2.0)],
         timed_events=[{"at": 1.6, "worker": 1, "text": "server died after failed test"}],
+        workers_detail=[{"worker": 0, "ready": 0.45}, {"worker": 1}, {"worker": 2, "ready": 0.5}],
     )
     data = page_data(run)
     assert data["lanes"] == [
-        {"origin": "", "worker": 0, "bars": [[0, 0.5, 0.7, "passed"]]},
-        {"origin": "", "worker": 1, "bars": [[1, 1.0, 1.5, "failed"], [2, 2.0, 2.2, "passed"]]},
+        {"origin": "", "worker": 0, "ready": 0.45, "bars": [[0, 0.5, 0.7, "passed"]]},
+        {
+            "origin": "",
+            "worker": 1,
+            "ready": 0.0,
+            "bars": [[1, 1.0, 1.5, "failed"], [2, 2.0, 2.2, "passed"]],
+        },
+        {"origin": "", "worker": 2, "ready": 0.5, "bars": []},  # started, ran nothing
     ]
     assert data["events"] == [
         {
