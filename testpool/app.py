@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
+from testpool.cache import (
+    CacheData,
+    CacheStore,
+    PlanItem,
+    SharedInputs,
+    manifests_for,
+    plan,
+    shared_inputs,
+)
 from testpool.config import MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import CacheError, ConfigError, ExitCode
@@ -25,6 +33,7 @@ from testpool.hashing import FileHasher
 from testpool.phases import phase_of, split
 from testpool.report.console import print_error, say
 from testpool.report.files import JUNIT, REPORT, RunLogs, write_reports
+from testpool.report.html import HTML
 from testpool.report.render import summary_renderables
 from testpool.requirements import resolve
 from testpool.results import PhaseResult, RunSummary, cached_result
@@ -48,6 +57,8 @@ class Prepared:
     store: CacheStore
     data: CacheData
     items: list[PlanItem]
+    hasher: FileHasher
+    shared: SharedInputs
 
 
 def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) -> Prepared:
@@ -83,7 +94,7 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
             store.record({}, discovery_update, salt=data.salt)
         except CacheError as error:
             cache_warning(error)
-    return Prepared(runner, store, data, items)
+    return Prepared(runner, store, data, items, hasher, shared)
 
 
 def sweep(err: Console) -> None:
@@ -120,12 +131,14 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     sweep(err)
     check_results_dir(config)
     with RunScope(config.root) as scope:
-        summary = _run_in(scope, config, options, out, err, started)
+        summary, reasons = _run_in(scope, config, options, out, err, started)
+    # Why each test ran, or "unchanged" (report.json; `testpool explain` reads it)
+    summary.results = [replace(r, reason=reasons.get(r.id, r.reason)) for r in summary.results]
     shown = [
         display_path(path, config.root) for path in write_reports(summary, config.results_path)
     ]
     if summary.ran_nothing and (config.results_path / JUNIT).exists():
-        shown[-1] += f" (no test started: {JUNIT} and {REPORT} are those of an earlier run)"
+        shown[-1] += f" (no test started: {JUNIT}, {REPORT} and {HTML} are those of an earlier run)"
     for renderable in summary_renderables(summary, verbose=options.verbose, reports=shown):
         out.print(renderable)
     if summary.error:
@@ -140,10 +153,12 @@ def _run_in(
     out: Console,
     err: Console,
     started: float,
-) -> RunSummary:
+) -> tuple[RunSummary, dict[str, str]]:
+    """The run's summary, and why the plan ran or skipped each test."""
     prepared = prepare(config, options, err, scope)
+    reasons = {item.case.id: item.reason for item in prepared.items}
     if options.queue is not None:
-        return _run_on_queue(scope, config, options, prepared, out, started)
+        return _run_on_queue(scope, config, options, prepared, out, started), reasons
     items, part = prepared.items, None
     if options.shard is not None:
         items, part = _my_shard(options.shard, prepared)
@@ -151,7 +166,7 @@ def _run_in(
     cached = [item for item in items if not item.run]
     if not to_run:
         # Nothing to run: no worker and no service starts.
-        return RunSummary(
+        summary = RunSummary(
             run_id=scope.run_id,
             results=[
                 cached_result(i.case.id, i.case.file, phase_of(i.case, config)) for i in cached
@@ -168,9 +183,10 @@ def _run_in(
             started_unix=time.time(),
             part=part,
         )
+        return summary, reasons
     summary = _run(scope, config, options, prepared, out, to_run=to_run, cached=cached)
     summary.part = part
-    return summary
+    return summary, reasons
 
 
 def _run(
@@ -192,6 +208,11 @@ def _run(
 
     logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
     logs.create()
+    # What the digests of the tests to run are made of, recorded with their results so that
+    # `testpool explain` can name the files that change later.
+    prepared.store.manifests.update(
+        manifests_for(to_run, prepared.runner, prepared.hasher, prepared.shared)
+    )
     run = Run(
         config,
         options,
@@ -385,6 +406,7 @@ def _merge_caches(store: CacheStore, caches: list[Path]) -> int:
     from testpool.cache import CacheEntry, parse
 
     entries: dict[str, CacheEntry] = {}
+    manifests: dict[str, dict[str, str]] = {}
     for path in caches:
         try:
             data, warning = parse(path.read_bytes(), path.name)
@@ -393,10 +415,15 @@ def _merge_caches(store: CacheStore, caches: list[Path]) -> int:
         if warning:
             raise ConfigError(f"--cache-from {path}: {warning}")
         for test_id, entry in data.tests.items():
-            if test_id not in entries or entries[test_id].ran_at < entry.ran_at:
+            if test_id not in entries:
                 entries[test_id] = entry
+            elif entries[test_id].ran_at < entry.ran_at:
+                entries[test_id] = entries[test_id].followed_by(entry)
+            else:
+                entries[test_id] = entry.followed_by(entries[test_id])
+        manifests.update(data.manifests)
     try:
-        store.record(entries, salt=store.load()[0].salt)
+        store.record(entries, salt=store.load()[0].salt, manifests=manifests)
     except CacheError as error:
         raise ConfigError(error.message) from None
     return len(entries)
@@ -419,6 +446,42 @@ def list_tests(config: Config, options: RunOptions, out: Console, err: Console) 
             style="dim",
         )
     )
+    return ExitCode.OK
+
+
+def explain_test(config: Config, query: str, out: Console, err: Console) -> int:
+    """``testpool explain ID``: why the test ran or was cached last time, whether it would run
+    now and why (down to the files), its recent results and its flakiness."""
+    import json
+
+    from testpool.cache import case_manifests, shared_manifests
+    from testpool.explain import LastReport, Subject, explain, match
+
+    with RunScope(config.root) as scope:
+        prepared = prepare(config, RunOptions(), err, scope)
+    items = {item.case.id: item for item in prepared.items}
+    test_id = match(query, list(dict.fromkeys([*items, *prepared.data.tests])))
+    item = items.get(test_id)
+    manifests: dict[str, dict[str, str]] = {}
+    if item is not None:
+        manifests = shared_manifests(prepared.shared, prepared.hasher)
+        manifests |= case_manifests(item.case, prepared.runner, prepared.hasher, prepared.shared)
+    report_path = config.results_path / REPORT
+    try:
+        report = json.loads(report_path.read_bytes())
+    except (OSError, ValueError):
+        report = None
+    subject = Subject(
+        test_id=test_id,
+        entry=prepared.data.tests.get(test_id),
+        inputs=item.inputs if item is not None else None,
+        manifests=manifests,
+        cache_manifests=prepared.data.manifests,
+        last_report=LastReport.find(report, test_id) if isinstance(report, dict) else None,
+        report_path=display_path(report_path, config.root),
+    )
+    for line in explain(subject):
+        say(out, line)
     return ExitCode.OK
 
 

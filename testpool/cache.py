@@ -11,8 +11,14 @@ concurrent runs keep each other's results. A corrupt file, or one of another for
 is a one-line warning and an empty cache — never a crash; a file that is not a testpool cache
 at all is also never overwritten. A cache that cannot be written is a warning too.
 
+Besides the digests, an entry keeps why the test last ran and its last :data:`HISTORY`
+results (for ``testpool explain``), and the file keeps *manifests*: for each component digest
+an entry refers to, what it was made of (file path -> digest, or config key -> digest), so that
+``testpool explain`` can name the files that changed. Manifests no entry refers to are dropped
+on every write.
+
 Called by the CLI pipeline: :func:`plan` before a run (and for ``testpool list``),
-:class:`CacheStore` to load and to record results as tests finish.
+:class:`CacheStore` to load and to record results as tests finish, and ``testpool explain``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import secrets as random_source
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +44,12 @@ if TYPE_CHECKING:
     from testpool.config import Config
     from testpool.runners.base import Runner, TestCase
 
-VERSION = 1
+VERSION = 2
+# Format versions read and migrated in place (their entries lack history and reasons).
+READABLE_VERSIONS = (1, VERSION)
+HISTORY = 10  # results kept per test
+# A manifest of more names than this is not kept: explain then names the component only.
+MANIFEST_LIMIT = 5000
 # The order in which a changed input is named as the reason to rerun.
 # "services" is only in the key of a test that uses a service.
 COMPONENTS = ("test", "shared", "helpers", "inputs", "seed", "config", "services", "secrets")
@@ -69,22 +80,60 @@ def now_iso() -> str:
 
 
 @dataclass(frozen=True)
+class PastResult:
+    """One earlier result of a test, as its entry's history keeps it."""
+
+    ran_at: str
+    status: Status
+    duration: float
+
+    def encode(self) -> str:
+        # One string per result: the history is read on every run, and a JSON string parses
+        # several times faster than an array of three.
+        return f"{self.ran_at} {self.status.value} {round(self.duration, 4)}"
+
+    @classmethod
+    def decode(cls, text: object) -> PastResult | None:
+        """None for anything that is not one (the history is only ever advice)."""
+        if not isinstance(text, str):
+            return None
+        parts = text.split(" ")
+        if len(parts) != 3:
+            return None
+        try:
+            duration = float(parts[2])
+            status = Status(parts[1])
+        except ValueError:
+            return None
+        if not (math.isfinite(duration) and duration >= 0):
+            return None
+        return cls(parts[0], status, duration)
+
+
+@dataclass(frozen=True)
 class CacheEntry:
-    """What the cache remembers about one test."""
+    """What the cache remembers about one test: its last result, why it ran, the digests it
+    ran against, and its last :data:`HISTORY` results (oldest first, the last one its own)."""
 
     status: Status
     duration: float
     ran_at: str
     inputs: Mapping[str, str]
     secret_names: tuple[str, ...] = ()
+    reason: str = ""  # why the run that recorded it ran it ("test file changed", ...)
+    # Encoded PastResults, decoded only when asked (:meth:`past`): the fully cached fast path
+    # reads every entry and needs none of them.
+    history: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status.value,
             "duration": round(self.duration, 4),
             "ran_at": self.ran_at,
+            "reason": self.reason,
             "inputs": dict(self.inputs),
             "secret_names": list(self.secret_names),
+            "history": list(self.history or (self.own_result().encode(),)),
         }
 
     @classmethod
@@ -95,13 +144,36 @@ class CacheEntry:
         duration = float(data["duration"])
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError("bad duration")  # NaN would order the queue and reports wrongly
+        history = data.get("history", ())
         return cls(
             status=Status(data["status"]),
             duration=duration,
             ran_at=str(data["ran_at"]),
             inputs=dict(inputs),
             secret_names=tuple(str(n) for n in data.get("secret_names", [])),
+            reason=str(data.get("reason", "")),
+            history=tuple(history) if isinstance(history, list) else (),
         )
+
+    def own_result(self) -> PastResult:
+        return PastResult(self.ran_at, self.status, self.duration)
+
+    def past(self) -> list[PastResult]:
+        """The last results, oldest first, this entry's own last (an entry of format 1 has
+        only its own)."""
+        results = {
+            (r.ran_at, r.status): r for r in map(PastResult.decode, self.history) if r is not None
+        }
+        own = self.own_result()
+        results.setdefault((own.ran_at, own.status), own)
+        return sorted(results.values(), key=lambda r: r.ran_at)[-HISTORY:]
+
+    def followed_by(self, later: CacheEntry) -> CacheEntry:
+        """``later`` with this entry's history before its own (both merged, by time: two
+        runs at once may record out of order)."""
+        merged = {(r.ran_at, r.status): r for r in [*self.past(), *later.past()]}
+        history = sorted(merged.values(), key=lambda r: r.ran_at)[-HISTORY:]
+        return replace(later, history=tuple(r.encode() for r in history))
 
 
 @dataclass
@@ -109,6 +181,8 @@ class CacheData:
     salt: str
     tests: dict[str, CacheEntry] = field(default_factory=dict)
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # component digest -> what it was made of (name -> digest); see the module docstring
+    manifests: dict[str, dict[str, str]] = field(default_factory=dict)
     salt_from_file: bool = False  # False: ``salt`` was made up by this process
     foreign: bool = False  # the file is not a testpool cache: never overwrite it
 
@@ -121,8 +195,13 @@ class CacheData:
             "version": VERSION,
             "salt": self.salt,
             "tests": {test_id: self.tests[test_id].to_dict() for test_id in sorted(self.tests)},
+            "manifests": {key: self.manifests[key] for key in sorted(self.manifests)},
             "discovery": self.discovery,
         }
+
+    def referenced(self) -> set[str]:
+        """The component digests some entry refers to."""
+        return {digest for entry in self.tests.values() for digest in entry.inputs.values()}
 
     def durations(self) -> dict[str, float]:
         return {test_id: entry.duration for test_id, entry in self.tests.items()}
@@ -134,6 +213,9 @@ class CacheStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # What this process's component digests are made of (see :func:`manifests_for`):
+        # recorded with the entries that refer to them.
+        self.manifests: dict[str, dict[str, str]] = {}
 
     def load(self) -> tuple[CacheData, str | None]:
         """The cache, and a warning line if the file had to be ignored."""
@@ -190,11 +272,14 @@ class CacheStore:
         discovery: Mapping[str, dict[str, Any]] | None = None,
         *,
         salt: str,
+        manifests: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Merge ``updates`` into the file under the lock and replace it atomically.
 
-        For a test both runs recorded, the later result wins. ``salt`` is the one the updates'
-        secrets digests were made with; it becomes the file's salt if the file has none yet.
+        For a test both runs recorded, the later result wins, and the histories are merged.
+        ``salt`` is the one the updates' secrets digests were made with; it becomes the file's
+        salt if the file has none yet. ``manifests`` (component digest -> what it was made of)
+        are kept where an entry refers to them; the file's own are dropped once none does.
         A file that is not a testpool cache is left alone (its load warned about it). Raises
         :class:`CacheError` if the file cannot be written.
         """
@@ -209,10 +294,23 @@ class CacheStore:
                     current.salt = salt
                 for test_id, entry in updates.items():
                     existing = current.tests.get(test_id)
-                    if existing is None or existing.ran_at <= entry.ran_at:
+                    if existing is None:
                         current.tests[test_id] = entry
+                    elif existing.ran_at <= entry.ran_at:
+                        current.tests[test_id] = existing.followed_by(entry)
+                    else:  # a result older than the file's (another run recorded later)
+                        current.tests[test_id] = entry.followed_by(existing)
                 if discovery:
                     current.discovery.update(discovery)
+                referenced = current.referenced()
+                for digest, manifest in {**self.manifests, **(manifests or {})}.items():
+                    if digest in referenced and len(manifest) <= MANIFEST_LIMIT:
+                        current.manifests[digest] = dict(manifest)
+                current.manifests = {
+                    digest: manifest
+                    for digest, manifest in current.manifests.items()
+                    if digest in referenced
+                }
                 self._write(current)
         except OSError as error:
             raise CacheError(
@@ -220,7 +318,44 @@ class CacheStore:
             ) from None
 
     def _write(self, data: CacheData) -> None:
-        atomic_write(self.path, json.dumps(data.to_dict(), indent=1) + "\n")
+        atomic_write(self.path, dumps(data.to_dict()))
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """The cache document as text: one line per test, per manifest and per discovered test (a
+    diff or a grep shows one whole entry, and the file stays small and quick to read)."""
+
+    def one_per_line(items: list[str], indent: str, brackets: str) -> str:
+        if not items:
+            return brackets
+        inner = ",\n".join(f"{indent} {item}" for item in items)
+        return f"{brackets[0]}\n{inner}\n{indent}{brackets[1]}"
+
+    def keyed(mapping: Mapping[str, Any]) -> list[str]:
+        return [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in mapping.items()]
+
+    parts = []
+    for key, value in document.items():
+        if key in ("tests", "manifests") and isinstance(value, dict):
+            text = one_per_line(keyed(value), " ", "{}")
+        elif key == "discovery" and isinstance(value, dict):
+            slots = []
+            for slot, found in value.items():
+                fields = [
+                    f"{json.dumps(name)}: "
+                    + (
+                        one_per_line([json.dumps(row) for row in item], "   ", "[]")
+                        if name == "tests" and isinstance(item, list)
+                        else json.dumps(item)
+                    )
+                    for name, item in (found.items() if isinstance(found, dict) else [])
+                ]
+                slots.append(f"{json.dumps(slot)}: " + one_per_line(fields, "  ", "{}"))
+            text = one_per_line(slots, " ", "{}")
+        else:
+            text = json.dumps(value)
+        parts.append(f" {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]:
@@ -244,7 +379,7 @@ def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]
             f"cache file {name} is not a testpool cache ({what}); ignoring it and leaving it "
             "as it is: set cache_file to another file to cache results",
         )
-    if document["version"] != VERSION:
+    if document["version"] not in READABLE_VERSIONS:
         return (
             CacheData.empty(),
             f"cache file {name} was written by another version of testpool (format "
@@ -264,6 +399,10 @@ def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]
     discovery = document.get("discovery")
     if isinstance(discovery, dict):
         data.discovery = {k: v for k, v in discovery.items() if isinstance(v, dict)}
+    manifests = document.get("manifests")
+    if isinstance(manifests, dict):
+        # Checked when used (explain), not here: the fast path never reads them.
+        data.manifests = {k: v for k, v in manifests.items() if isinstance(v, dict)}
     return data, None
 
 
@@ -293,6 +432,25 @@ def _is_hex(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """What the shared digests were made of, kept to build the manifests (see
+    :func:`manifests_for`) only when results are recorded: a fully cached run needs none."""
+
+    root: Path
+    helper_files: frozenset[Path] = frozenset()
+    input_files: frozenset[Path] = frozenset()
+    seed_files: frozenset[Path] = frozenset()
+    templates: Mapping[str, Path] = field(default_factory=dict)
+    config_document: Mapping[str, Any] = field(default_factory=dict)
+    secrets_paths: tuple[Path, ...] = ()
+    salt: str = ""
+
+
+# The seed component's name for the ``files`` table itself (the templates are named by path).
+FILES_TABLE = "(the files table)"
+
+
+@dataclass(frozen=True)
 class SharedInputs:
     """The digests every test of a run shares (computed once per run)."""
 
@@ -304,6 +462,7 @@ class SharedInputs:
     # The services every test uses (the workers' server's), and each service's digest.
     server_services: tuple[str, ...] = ()
     service_digests: Mapping[str, str] = field(default_factory=dict)
+    sources: Sources | None = field(default=None, compare=False)
 
 
 def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str) -> SharedInputs:
@@ -338,7 +497,90 @@ def shared_inputs(config: Config, runner: Runner, hasher: FileHasher, salt: str)
         else "none",
         server_services=tuple(closure(config.services_for_server(), config.services)),
         service_digests=service_digests(config),
+        sources=Sources(
+            root=config.root,
+            helper_files=frozenset(helper_files),
+            input_files=frozenset(input_files),
+            seed_files=frozenset(seed_files),
+            templates=templates,
+            config_document=config_document,
+            secrets_paths=tuple(secrets_paths),
+            salt=salt,
+        ),
     )
+
+
+def _files_manifest(paths: Iterable[Path], hasher: FileHasher, root: Path) -> dict[str, str]:
+    return {_name(path, root): hasher.file(path) for path in paths}
+
+
+def _name(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def shared_manifests(shared: SharedInputs, hasher: FileHasher) -> dict[str, dict[str, str]]:
+    """Component -> what its digest of ``shared`` was made of (name -> digest): files for
+    helpers, inputs and seed (plus the ``files`` table), keys for the config, files for the
+    secrets (salted digests, like the component's)."""
+    from testpool.secrets import fingerprint
+
+    sources = shared.sources
+    if sources is None:
+        return {}
+    root = sources.root
+    seed = _files_manifest(sources.seed_files, hasher, root)
+    if sources.templates:
+        seed |= _files_manifest(sources.templates.values(), hasher, root)
+        seed[FILES_TABLE] = combine(
+            [json.dumps(dict(sorted(sources.templates.items())), default=str)]
+        )
+    salt = bytes.fromhex(sources.salt) if _is_hex(sources.salt) else b""
+    return {
+        "helpers": _files_manifest(sources.helper_files, hasher, root),
+        "inputs": _files_manifest(sources.input_files, hasher, root),
+        "seed": seed,
+        "config": {
+            key: combine([json.dumps(value, sort_keys=True, default=str)])
+            for key, value in sources.config_document.items()
+        },
+        "secrets": {
+            _name(path, root): fingerprint([path], salt, root) for path in sources.secrets_paths
+        },
+    }
+
+
+def case_manifests(
+    case: TestCase, runner: Runner, hasher: FileHasher, shared: SharedInputs
+) -> dict[str, dict[str, str]]:
+    """Component -> what its digest for ``case`` alone was made of (test, shared, services)."""
+    root = shared.sources.root if shared.sources is not None else Path("/")
+    manifests = {
+        "test": _files_manifest(runner.own_files(case), hasher, root),
+        "shared": runner.shared_manifest(case, hasher),
+    }
+    used = sorted({*case.requires, *shared.server_services})
+    if used:
+        manifests["services"] = {
+            "requires": combine([json.dumps(sorted(case.requires))]),
+            **{name: shared.service_digests.get(name, "") for name in used},
+        }
+    return manifests
+
+
+def manifests_for(
+    items: Iterable[PlanItem], runner: Runner, hasher: FileHasher, shared: SharedInputs
+) -> dict[str, dict[str, str]]:
+    """Component digest -> what it was made of, for every digest ``items`` refer to: what
+    :meth:`CacheStore.record` keeps so that ``testpool explain`` can name changed files.
+    Called before a run that records results (never on the fully cached path)."""
+    found: dict[str, dict[str, str]] = {}
+    common = shared_manifests(shared, hasher)
+    for item in items:
+        parts = {**common, **case_manifests(item.case, runner, hasher, shared)}
+        for component, digest in item.inputs.items():
+            if digest not in found and component in parts and digest != "none":
+                found[digest] = parts[component]
+    return found
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,13 @@ Exit codes:
   2    usage or configuration error (including secrets, a results_dir that
        cannot be written, -- ARGS the runner cannot use, a test requiring an
        unknown service, phases with --queue; init: no tests, or a configuration
-       that exists already)
+       that exists already; explain: an ID that several test ids contain)
   3    infrastructure: tmux or a runner's toolchain missing, a worker or service
        port taken, a worker or shared service that did not start, a service that
        kept dying, every worker retired, Redis unreachable or lost (--queue), a
        build's results missing when `testpool report` gives up
-  5    no tests found, or none matched --file or the -- ARGS selection
+  5    no tests found, or none matched --file or the -- ARGS selection (explain:
+       no test id contains ID)
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
 
@@ -386,6 +387,32 @@ def list_command(
     return _guard(action)
 
 
+@cli.command("explain")
+@click.argument("test", metavar="ID")
+@_config_option
+@click.pass_context
+def explain_command(ctx: click.Context, test: str, config_path: Path | None) -> int:
+    """Why test ID ran or was cached last time, and whether it would run now and why.
+
+    ID is a test id, or a part of one that only one test id contains (ignoring case); several
+    matches are listed (exit 2), none is exit 5. Shows the last run's verdict and its reason,
+    what changed since the test last ran (the input, and the files or config keys within it),
+    its last 10 results from the cache, and its flakiness (pass rate; flaky runs; failures
+    followed by a pass in the next run).
+    """
+    if _runner_args(ctx):
+        raise click.UsageError("explain takes no -- ARGS")
+
+    def action() -> int:
+        from testpool.app import explain_test
+
+        config = _config(_inherited_config(ctx, config_path))
+        out, err = make_consoles()
+        return explain_test(config, test, out, err)
+
+    return _guard(action)
+
+
 @cli.command("init")
 @click.pass_context
 def init_command(ctx: click.Context) -> int:
@@ -456,7 +483,7 @@ _output_option = click.option(
     "-o",
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for junit.xml and report.json [default: the project's results_dir, or "
+    help="Folder for junit.xml, report.json and report.html [default: the project's results_dir, or "
     "./test-results outside a project].",
 )
 
@@ -485,7 +512,7 @@ def merge_reports_command(
     verbose: bool,
     config_path: Path | None,
 ) -> int:
-    """Merge the reports of a suite's parts (--shard I/N) into one junit.xml and report.json.
+    """Merge the reports of a suite's parts (--shard I/N): one junit.xml, report.json, report.html.
 
     Each FOLDER is a part's results_dir (its report.json, or aborted-run.json). A shard that
     is missing, given twice, or split from another suite makes the merged report fail (exit 1)

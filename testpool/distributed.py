@@ -491,6 +491,9 @@ class RedisQueue:
             self.unrecorded.append(task.test_id)
             return local
         record = {**attempt.to_dict(), "origin": self.options.machine}
+        # A failure's output, server log and DATA_DIR listing stay in this machine's reports:
+        # the build's Redis keeps what every machine needs to decide, not the evidence.
+        record.pop("evidence", None)
         detail = {
             "file": self.files.get(task.test_id, ""),
             "duration": round(outcome.duration, 4),

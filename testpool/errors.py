@@ -3,6 +3,7 @@
 ::
 
     TestpoolError                 exit 1 unless a subclass says otherwise
+    ├── UsageError                exit 2  a command line that cannot be acted on
     ├── ConfigError               exit 2  bad config file, key, type or value
     │   └── SecretsError          exit 2  missing secrets file, no sops, decryption failed
     ├── CacheError                exit 1  the cache file cannot be written (callers warn)
@@ -48,6 +49,13 @@ class TestpoolError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(TestpoolError):
+    """The command line names something ambiguously (``testpool explain`` matching several
+    tests)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(TestpoolError):

@@ -111,7 +111,10 @@ class WorkerLog:
         os.mkfifo(fifo, 0o600)
         # Read-write, so the FIFO never reports end-of-file between two writers (restarts).
         self._fd: int | None = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-        self._out = path.open("w", encoding="utf-8")
+        # Binary, counting what is written: attempts record the log's size when they start and
+        # end, and a failure's report shows that slice (see :mod:`testpool.evidence`).
+        self._out = path.open("wb")
+        self.size = 0
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self.drain)
 
@@ -155,7 +158,14 @@ class WorkerLog:
         else:
             clean_tail = clean
         self._lines.append(clean_tail)
-        self._out.write(clean + "\n")
+        data = (clean + "\n").encode("utf-8", errors="replace")
+        self._out.write(data)
+        self.size += len(data)
+
+    def offset(self) -> int:
+        """How many bytes the log file holds, with whatever the server printed so far."""
+        self.drain()
+        return self.size
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         self.drain()

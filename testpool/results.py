@@ -55,6 +55,66 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class DataDirEntry:
+    """One entry of a ``DATA_DIR`` listing: a root-relative path (a folder's ends with ``/``),
+    its kind (``file``, ``dir``, ``link``, ``other``, ``unreadable``), its size in bytes (files),
+    and a link's target (or why a folder could not be listed)."""
+
+    path: str
+    kind: str
+    size: int = 0
+    target: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "kind": self.kind, "size": self.size}
+        if self.target:
+            data["target"] = self.target
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataDirEntry:
+        return cls(
+            str(data["path"]), str(data["kind"]), int(data.get("size", 0)),
+            str(data.get("target", "")),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a failed attempt left (see :mod:`testpool.evidence`): its output, its server's log
+    written while it ran, its ``DATA_DIR`` right after it. Texts are capped; ``truncated``
+    names those that were cut."""
+
+    output: str = ""
+    server_log: str = ""
+    data_dir: tuple[DataDirEntry, ...] = ()
+    data_dir_total: int = 0  # entries found (more than listed when the listing was capped)
+    data_dir_note: str = ""  # "DATA_DIR itself is a symlink", ...
+    truncated: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "server_log": self.server_log,
+            "data_dir": [entry.to_dict() for entry in self.data_dir],
+            "data_dir_total": self.data_dir_total,
+            "data_dir_note": self.data_dir_note,
+            "truncated": list(self.truncated),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(
+            output=str(data.get("output", "")),
+            server_log=str(data.get("server_log", "")),
+            data_dir=tuple(DataDirEntry.from_dict(e) for e in data.get("data_dir", [])),
+            data_dir_total=int(data.get("data_dir_total", 0)),
+            data_dir_note=str(data.get("data_dir_note", "")),
+            truncated=tuple(str(t) for t in data.get("truncated", [])),
+        )
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One try of a test on one worker. ``started``/``finished`` are seconds since the run began."""
 
@@ -65,9 +125,13 @@ class Attempt:
     finished: float
     message: str = ""
     origin: str = ""  # the machine it ran on, when a run spans machines
+    # Byte offsets of the worker's server log (report.json's worker_logs) when the attempt
+    # started and ended: the server's output while it ran.
+    server_log: tuple[int, int] | None = None
+    evidence: Evidence | None = field(default=None, compare=False)  # failed attempts only
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "worker": self.worker,
             "status": self.status.value,
             "duration": round(self.duration, 4),
@@ -77,10 +141,16 @@ class Attempt:
         }
         if self.origin:
             data["origin"] = self.origin
+        if self.server_log is not None:
+            data["server_log"] = {"start": self.server_log[0], "end": self.server_log[1]}
+        if self.evidence is not None:
+            data["evidence"] = self.evidence.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        span = data.get("server_log")
+        evidence = data.get("evidence")
         return cls(
             worker=int(data["worker"]),
             status=Status(data["status"]),
@@ -89,6 +159,8 @@ class Attempt:
             finished=float(data["finished"]),
             message=str(data.get("message", "")),
             origin=str(data.get("origin", "")),
+            server_log=(int(span["start"]), int(span["end"])) if isinstance(span, dict) else None,
+            evidence=Evidence.from_dict(evidence) if isinstance(evidence, dict) else None,
         )
 
 
@@ -111,6 +183,8 @@ class TestResult:
     # worker and attempts' workers are that machine's.
     origin: str = ""
     phase: str | None = None  # None when the configuration has no phases
+    # Why the plan ran it ("test file changed", "not in cache"...; "unchanged" when cached).
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -123,6 +197,7 @@ class TestResult:
             "log": self.log_path,
             "message": self.message,
             "phase": self.phase,
+            "reason": self.reason,
         }
         if self.origin:
             data["origin"] = self.origin
@@ -141,6 +216,7 @@ class TestResult:
             message=str(data.get("message", "")),
             origin=str(data.get("origin", "")),
             phase=data.get("phase"),
+            reason=str(data.get("reason") or ""),
         )
 
 
@@ -197,6 +273,10 @@ class RunSummary:
     fail_on_flaky: bool = False
     started_unix: float = 0.0  # time.time() when the run began (attempt times are relative to it)
     infra_events: list[str] = field(default_factory=list)
+    # The infrastructure events with their time (seconds since the run began) and where:
+    # {"at": 12.3, "worker": 1, "text": ...} or {"at": ..., "service": "db", "text": ...}
+    # (and "origin" in a merged report). The report's timeline shows them.
+    timed_events: list[dict[str, Any]] = field(default_factory=list)
     worker_logs: dict[int, str] = field(default_factory=dict)
     # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
     # from the start of the run until it could take a test), restarts.
@@ -255,6 +335,7 @@ class RunSummary:
             "exit_code": self.exit_code(),
             "counts": {status.value: counts.get(status, 0) for status in STATUS_ORDER},
             "infra_events": list(self.infra_events),
+            "timed_events": list(self.timed_events),
             "worker_logs": {str(k): v for k, v in sorted(self.worker_logs.items())},
             "workers_detail": self.workers_detail,
             **({"part": self.part} if self.part else {}),
@@ -279,6 +360,7 @@ class RunSummary:
             error_detail=str(data.get("error_detail", "")),
             error_exit=int(data.get("error_exit", 0)),
             infra_events=list(data.get("infra_events", [])),
+            timed_events=[e for e in data.get("timed_events", []) if isinstance(e, dict)],
             worker_logs={int(k): v for k, v in data.get("worker_logs", {}).items()},
             workers_detail=list(data.get("workers_detail", [])),
             part=dict(data["part"]) if isinstance(data.get("part"), dict) else None,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from testpool import procs
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
 from testpool.errors import CacheError, InfrastructureError, ServiceError, TestpoolError
+from testpool.evidence import EvidenceCollector
 from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
 from testpool.phases import Phase, failed, phase_of, split
@@ -70,11 +71,16 @@ class CacheRecorder:
     A cache that cannot be written is a warning, never the end of the run."""
 
     def __init__(
-        self, store: CacheStore, inputs: Mapping[str, Mapping[str, str]], salt: str
+        self,
+        store: CacheStore,
+        inputs: Mapping[str, Mapping[str, str]],
+        salt: str,
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.salt = salt
         self.inputs = inputs
+        self.reasons = reasons or {}  # why the plan ran each test (kept for `testpool explain`)
         self.secret_names: tuple[str, ...] = ()
         self.warn: Callable[[str], None] = lambda message: None
         self._pending: dict[str, CacheEntry] = {}
@@ -84,8 +90,9 @@ class CacheRecorder:
         if result.status in (Status.NOT_RUN, Status.CACHED) or result.id not in self.inputs:
             return
         self._pending[result.id] = CacheEntry(
-            result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names
-        )
+            result.status, result.duration, now_iso(), self.inputs[result.id], self.secret_names,
+            reason=self.reasons.get(result.id, ""),
+        )  # fmt: skip
 
     async def flush_periodically(self) -> None:
         while True:
@@ -150,15 +157,23 @@ class Run:
         self.phases: list[Phase] = split(
             sorted(every_case, key=lambda case: order_index.get(case.id, 0)), config
         )
-        self.recorder = CacheRecorder(store, {item.case.id: item.inputs for item in to_run}, salt)
+        self.recorder = CacheRecorder(
+            store,
+            {item.case.id: item.inputs for item in to_run},
+            salt,
+            reasons={item.case.id: item.reason for item in to_run},
+        )
         self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
         self.results: dict[str, TestResult] = {}
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.logs: dict[str, list[str]] = defaultdict(list)
         self.infra_events: list[str] = []
+        self.timed_events: list[dict[str, Any]] = []  # the same, with when and where
         self.interrupted = False
         self.error: TestpoolError | None = None
         self.redact = Redactor([])
+        self.evidence = EvidenceCollector()
+        self._log_spans: dict[int, tuple[int, int]] = {}  # worker -> its last attempt's
         self.tracker = ProcessTracker()
         self.sessions: dict[int, WorkerExecutor] = {}
         self.executor: Executor | None = None
@@ -197,6 +212,7 @@ class Run:
         try:
             secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
             self.redact = Redactor.for_secrets(secrets)
+            self.evidence.redact = self.redact
             self.recorder.secret_names = tuple(sorted(secrets))
             journal = self.scope.journal()
             self.tracker = ProcessTracker(journal)
@@ -367,6 +383,7 @@ class Run:
             self._services_up.clear()
             ended = services.how_it_ended(services.services[name])
             self.infra_events.append(f"service {name} {ended} during the run; restarting it")
+            self._mark(f"{ended}; restarting it", service=name)
             self.reporter.note(f"service {name} {ended}; restarting it")
             try:
                 await services.restart(name)
@@ -434,6 +451,7 @@ class Run:
                 if not await self._restart(worker, outcome):
                     queue.retire_worker(worker.index)
                     self.infra_events.append(f"worker {worker.index} retired (server kept dying)")
+                    self._mark("retired (server kept dying)", worker=worker.index)
                     if not queue.live_workers:
                         queue.stop()
                         self.error = InfrastructureError(
@@ -451,6 +469,7 @@ class Run:
         session = self.sessions[worker.index]
         needs = self._needs.get(case.id, ())
         started = self.clock()
+        log_start = worker.log.offset()
         worker.current_test, worker.since = case.id, started
         self.pool.set_state(worker, WorkerState.RUNNING)
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
@@ -471,6 +490,7 @@ class Run:
         finally:
             worker.current_test = None
             self.pool.set_state(worker, WorkerState.IDLE)
+            self._log_spans[worker.index] = (log_start, worker.log.offset())
         # Which service died is known from its watcher: by now it may be restarting already.
         dead = (
             service_death.result()
@@ -516,6 +536,7 @@ class Run:
         self.infra_events.append(
             f"worker {worker.index}: {reason} after {outcome.status.value} test; restarting"
         )
+        self._mark(f"{reason} after {outcome.status.value} test; restarting", worker=worker.index)
         self.reporter.note(f"worker {worker.index}: {reason}; restarting it on a fresh DATA_DIR")
         await self.sessions[worker.index].close()
         if not await self.pool.restart(worker, reason):
@@ -526,11 +547,24 @@ class Run:
         await session.start()
         return True
 
+    def _mark(self, text: str, **where: int | str) -> None:
+        """An infrastructure event on the report's timeline (``worker=`` or ``service=``)."""
+        self.timed_events.append(
+            {"at": round(self.clock() - self._started, 4), **where, "text": text}
+        )
+
     # --- results ---------------------------------------------------------------------------
 
     def _record_attempt(
         self, case: TestCase, worker: Worker, outcome: Outcome, started: float
     ) -> Attempt:
+        span = self._log_spans.pop(worker.index, None)
+        evidence = None
+        if outcome.status.is_failure and span is not None:
+            # Now, before the worker's next test or a re-seed changes its DATA_DIR.
+            evidence = self.evidence.capture(
+                output=outcome.output, log=worker.log.path, span=span, data_dir=worker.data_dir
+            )
         attempt = Attempt(
             worker=worker.index,
             status=outcome.status,
@@ -538,6 +572,8 @@ class Run:
             started=started - self._started,
             finished=self.clock() - self._started,
             message=outcome.message,
+            server_log=span,
+            evidence=evidence,
         )
         self.attempts[case.id].append(attempt)
         header = (
@@ -639,6 +675,7 @@ class Run:
             interrupted=self.interrupted,
             fail_on_flaky=self.options.fail_on_flaky,
             infra_events=self.infra_events,
+            timed_events=self.timed_events,
             worker_logs={w.index: display_path(w.log.path, self.config.root) for w in workers},
             workers_detail=[
                 {

@@ -7,10 +7,14 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
 from support import Project
+
+if TYPE_CHECKING:
+    from browser import Browser
 
 
 @pytest.fixture
@@ -81,6 +85,24 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A real headless Chromium (Debian's ``chromium``), shared by a module's tests and stopped
+    after them. Skipped where it is not installed, except in CI (TESTPOOL_REQUIRE_CHROMIUM=1),
+    where its absence is a failure: .ci/run installs it."""
+    import os
+
+    from browser import Browser, chromium
+
+    binary = chromium()
+    if binary is None:
+        if os.environ.get("TESTPOOL_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    with Browser(binary) as running:
+        yield running
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -82,20 +82,25 @@ def write_reports(summary: RunSummary, results_dir: Path) -> list[Path]:
     """Write the run's reports; returns their paths.
 
     A run that stopped before any test started has no test result to report: it writes
-    ``aborted-run.json`` and leaves ``junit.xml`` and ``report.json`` of the last run that ran
-    tests as they are, rather than replace them with "N not run" that a CI could take for the
-    suite's result. Any other run writes both and removes an earlier ``aborted-run.json``.
+    ``aborted-run.json`` and leaves ``junit.xml``, ``report.json`` and ``report.html`` of the
+    last run that ran tests as they are, rather than replace them with "N not run" that a CI
+    could take for the suite's result. Any other run writes the three and removes an earlier
+    ``aborted-run.json``.
     """
+    from testpool.report.html import HTML, render_html
+
     aborted = results_dir / ABORTED
     if summary.ran_nothing:
         atomic_write_json(aborted, summary.to_dict())
         return [aborted]
     junit = results_dir / JUNIT
     report = results_dir / REPORT
+    page = results_dir / HTML
     atomic_write(junit, junit_xml(summary))
     atomic_write_json(report, summary.to_dict())
+    atomic_write(page, render_html(summary))
     aborted.unlink(missing_ok=True)
-    return [junit, report]
+    return [junit, report, page]
 
 
 def split_id(test_id: str) -> tuple[str, str]:

@@ -104,6 +104,9 @@ def merge(parts: Sequence[Part]) -> RunSummary:
         interrupted=any(p.summary.interrupted for p in ordered),
         fail_on_flaky=any(p.summary.fail_on_flaky for p in ordered),
         infra_events=events,
+        timed_events=[
+            {**event, "origin": p.origin} for p in ordered for event in p.summary.timed_events
+        ],
         error="; ".join(errors),
         error_detail="\n".join(errors[1:]) if len(errors) > 1 else "",
         error_exit=error_exit,
@@ -119,6 +122,7 @@ def merge(parts: Sequence[Part]) -> RunSummary:
                 "exit_code": p.summary.exit_code(),
                 "tests": len(p.summary.results),
                 "wall_time": round(p.summary.wall_time, 4),
+                "started_unix": round(p.summary.started_unix, 4),
                 "worker_logs": {str(k): v for k, v in sorted(p.summary.worker_logs.items())},
             }
             for p in ordered

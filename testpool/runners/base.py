@@ -110,6 +110,10 @@ class Runner(Protocol):
         and the helper modules it imports; the code of a Go package's other test files):
         its change reruns the tests that use it, not every test."""
 
+    def shared_manifest(self, case: TestCase, hasher: FileHasher) -> dict[str, str]:
+        """What :meth:`shared_digest` is made of: root-relative file name -> digest (of what
+        of the file counts), so that ``testpool explain`` can name the file that changed."""
+
     def helper_files(self) -> list[Path]:
         """Files whose change reruns everything, when ``helpers`` is not configured."""
 

@@ -106,6 +106,9 @@ class CommandRunner:
     def shared_digest(self, case: TestCase, hasher: FileHasher) -> str:
         return "none"  # nothing is known of what a command's test uses
 
+    def shared_manifest(self, case: TestCase, hasher: FileHasher) -> dict[str, str]:
+        return {}
+
     def helper_files(self) -> list[Path]:
         return []
 

@@ -55,6 +55,7 @@ class GoRunner:
         self.selection = selection
         self._chosen = _go_selection(selection)
         self._shared: dict[Path, str] = {}
+        self._shared_texts: dict[Path, dict[str, str]] = {}
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         cases = []
@@ -87,8 +88,21 @@ class GoRunner:
         package = (self.root / case.file).parent
         digest = self._shared.get(package)
         if digest is None:
-            digest = self._shared[package] = _package_digest(package)
+            texts = self._shared_texts[package] = _shared_texts(package)
+            digest = self._shared[package] = combine(
+                part for name, text in texts.items() for part in (name, text)
+            )
         return digest
+
+    def shared_manifest(self, case: TestCase, hasher: FileHasher) -> dict[str, str]:
+        """Per ``_test.go`` file of the package, a digest of its shared part."""
+        package = (self.root / case.file).parent
+        self.shared_digest(case, hasher)
+        folder = package.relative_to(self.root) if package.is_relative_to(self.root) else package
+        return {
+            (folder / name).as_posix(): combine([text])
+            for name, text in self._shared_texts.get(package, {}).items()
+        }
 
     def helper_files(self) -> list[Path]:
         tests = self.config.tests_path
@@ -106,7 +120,8 @@ class GoRunner:
         return GoExecutor(self, context)
 
 
-def _package_digest(package: Path) -> str:
+def _shared_texts(package: Path) -> dict[str, str]:
+    """Each ``_test.go`` file of ``package`` (by name) without the bodies of its tests."""
     texts = {}
     for path in sorted(package.glob("*_test.go")):
         try:
@@ -114,9 +129,7 @@ def _package_digest(package: Path) -> str:
         except OSError as error:
             texts[path.name] = f"unreadable:{error.errno}"
     named = mentions("\n".join(texts.values()))
-    return combine(
-        part for name, text in texts.items() for part in (name, shared_text(text, named))
-    )
+    return {name: shared_text(text, named) for name, text in texts.items()}
 
 
 def _go_selection(args: tuple[str, ...]) -> Callable[[str], bool]:

@@ -178,6 +178,10 @@ class PytestRunner:
             digest = self._shared[files] = hasher.files(files)
         return digest
 
+    def shared_manifest(self, case: TestCase, hasher: FileHasher) -> dict[str, str]:
+        files = self.graph.dependencies(self.own_files(case))
+        return {_relative(path, self.root): hasher.file(path) for path in files}
+
     @property
     def graph(self) -> ImportGraph:
         if self._graph is None:
@@ -292,3 +296,7 @@ class PytestProcess:
             output,
             verdict.get("message", ""),
         )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()

@@ -47,10 +47,19 @@ def _reruns(project: Project) -> dict[str, str]:
     }
 
 
+def _explained(project: Project, test: str) -> list[str]:
+    """The files `testpool explain` names under "shared test code changed"."""
+    result = project.run("explain", test)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "shared test code changed (" in line]
+    return line.split("): ", 1)[1].split(", ")
+
+
 def test_editing_a_helper_module_reruns_the_tests_that_import_it(project: Project) -> None:
     _pytest_suite(project)
 
     project.write("tests/helpers/db.py", "def connect():\n    return 'db2'\n")
+    assert _explained(project, "test_db.py") == ["tests/helpers/db.py (modified)"]
 
     assert _reruns(project) == {
         "tests/test_db.py::test_db": "shared test code changed",
@@ -153,8 +162,11 @@ def test_go_reruns_a_files_tests_or_the_package_when_shared_code_changes(
         "tests/a_test.go::TestA2": "test file changed",
         "tests/b_test.go::TestB": "shared test code changed",
     }
+    # explain names the file whose shared part changed (not b_test.go, whose body did).
+    assert _explained(project, "TestB") == ["tests/a_test.go (modified)"]
     assert project.run(timeout=600).returncode == 0
     project.write("tests/shared_test.go", GO_SHARED.replace('"hi"', '"hi" + ""'))
     assert set(_reruns(project).values()) == {"shared test code changed"}
     assert len(_reruns(project)) == 3
+    assert _explained(project, "TestB") == ["tests/shared_test.go (modified)"]
     project.assert_clean(result.run_id, first.run_id)

@@ -64,6 +64,9 @@ def test_ctrl_c_mid_run_stops_everything_and_reports(
     statuses = {t["id"]: t["status"] for t in report["tests"]}
     assert statuses["tests/test_hang.py::test_quick"] == "passed"
     assert statuses["tests/test_hang.py::test_hangs"] == "not run"
+    # The HTML report is written too, and says the run was interrupted.
+    page = (project.root / "test-results" / "report.html").read_text()
+    assert f"run {run_id}" in page and '<span class="verdict stopped">interrupted</span>' in page
     project.assert_clean(run_id)
     # What finished before the interrupt is in the cache.
     assert project.cache()["tests"]["tests/test_hang.py::test_quick"]["status"] == "passed"
@@ -198,6 +201,13 @@ def test_dev_server_killed_mid_test_is_restarted_and_the_suite_completes(
     assert any("restarting" in event for event in report["infra_events"])
     worker_log = project.worker_log(result, crashed["attempts"][0]["worker"])
     assert "restarting the server" in worker_log.read_text()
+    # The report's timeline has the restart where it happened, on that worker; the error
+    # attempt's evidence has what its server printed while it ran.
+    [event] = report["timed_events"]
+    assert event["worker"] == crashed["attempts"][0]["worker"]
+    assert event["text"] == "server died after error test; restarting"
+    assert crashed["attempts"][0]["started"] <= event["at"] <= crashed["attempts"][1]["started"]
+    assert "GET /pid" in crashed["attempts"][0]["evidence"]["server_log"]
     project.assert_clean(result.run_id)
 
 

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from browser import page_data
 from support import Project, allocate_ports, wait_until
 
 SLEEPY = """
@@ -318,6 +319,12 @@ def test_three_machines_share_a_build_and_one_is_killed(
     assert set(statuses.values()) == {"passed"}
     origins = {t["origin"] for t in tests}
     assert len(origins) >= 2
+    # The build's report.html: a group of timeline lanes per machine that ran something.
+    page = page_data(project.root / "build-report" / "report.html")
+    lane_origins = {lane["origin"] for lane in page["lanes"]}
+    assert origins <= lane_origins <= origins | {o for o in lane_origins if o.endswith(mine)}
+    [flaky] = [a for i, a in page["failures"].items() if page["tests"][int(i)][1] == "flaky"]
+    assert [a["status"] for a in flaky] == ["failed", "passed"]
     # Whatever the killed machine held came back through an expired lease.
     lost = [a for t in tests for a in t["attempts"] if "stopped renewing the lease" in a["message"]]
     assert lost and all(a["origin"].endswith(mine) for a in lost)

@@ -294,7 +294,9 @@ def test_a_run_that_starts_no_test_keeps_the_last_reports(project: Project) -> N
     project.config()
     assert project.run().returncode == 0
     results = project.root / "test-results"
-    good = {name: (results / name).read_text() for name in ("junit.xml", "report.json")}
+    good = {
+        name: (results / name).read_text() for name in ("junit.xml", "report.json", "report.html")
+    }
 
     # The worker port is taken: the run stops before any test starts.
     with socket.socket() as holder:
@@ -309,8 +311,8 @@ def test_a_run_that_starts_no_test_keeps_the_last_reports(project: Project) -> N
     assert aborted["exit_code"] == 3 and "already in use" in aborted["error"]
     assert aborted["counts"]["not run"] == 1
     assert (
-        "reports: test-results/aborted-run.json (no test started: junit.xml and report.json "
-        "are those of an earlier run)" in stopped.stdout
+        "reports: test-results/aborted-run.json (no test started: junit.xml, report.json and "
+        "report.html are those of an earlier run)" in stopped.stdout
     )
 
     # The next run that runs tests writes the reports again, and the aborted report goes.

@@ -333,6 +333,8 @@ def test_a_service_that_dies_is_restarted_and_its_tests_retried(
     )
     log = (project.root / mock["log"]).read_text()
     assert "mockservice: told to die" in log and "restarting (exited with status 7)" in log
+    [event] = report["timed_events"]  # on the report's timeline
+    assert (event["service"], event["text"]) == ("mock", "exited with status 7; restarting it")
     project.assert_clean(result.run_id)
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from testpool.cache import (
     COMPONENTS,
+    HISTORY,
+    MANIFEST_LIMIT,
     NOT_IN_CACHE,
     VERSION,
     CacheEntry,
@@ -236,3 +238,94 @@ def test_an_unwritable_cache_raises_a_cache_error(tmp_path: Path) -> None:
     (tmp_path / "missing-parent-is-a-file").write_text("")
     with pytest.raises(CacheError, match=r"cannot write the cache file \.test-cache\.json"):
         store.record({"a": entry()}, salt="aa")
+
+
+# --- format 2: history, reasons, manifests --------------------------------------------------
+
+
+def _at(hour: int) -> str:
+    return f"2026-11-22T{hour:02d}:00:00.000000Z"
+
+
+def test_a_format_1_cache_is_read_and_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / ".test-cache.json"
+    old_entry = {k: v for k, v in entry().to_dict().items() if k not in ("history", "reason")}
+    path.write_text(json.dumps({"version": 1, "salt": "ab", "tests": {"a": old_entry}}))
+    store = CacheStore(path)
+    data, warning = store.load()
+    assert warning is None, "format 1 is read, not thrown away"
+    assert data.tests["a"].status is Status.PASSED and data.salt == "ab"
+    assert [r.status for r in data.tests["a"].past()] == [Status.PASSED]
+    store.record({"b": entry()}, salt="ab")
+    document = json.loads(path.read_text())
+    assert document["version"] == VERSION == 2
+    assert set(document["tests"]) == {"a", "b"}, "the old entry survives the rewrite"
+    assert document["tests"]["a"]["history"] == [f"{entry().ran_at} passed 0.5"]
+
+
+def test_history_keeps_the_last_ten_results_oldest_first(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    for hour in range(12):
+        status = Status.FAILED if hour % 3 == 0 else Status.PASSED
+        store.record({"a": CacheEntry(status, float(hour), _at(hour), INPUTS)}, salt="aa")
+    past = store.load()[0].tests["a"].past()
+    assert len(past) == HISTORY == 10
+    assert [r.ran_at for r in past] == [_at(hour) for hour in range(2, 12)]
+    assert past[-1].duration == 11.0 and past[1].status is Status.FAILED  # hour 3
+
+
+def test_a_late_result_goes_into_the_history_but_does_not_win(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.record({"a": CacheEntry(Status.PASSED, 1.0, _at(10), INPUTS, reason="new")}, salt="aa")
+    store.record({"a": CacheEntry(Status.FAILED, 2.0, _at(9), INPUTS, reason="old")}, salt="aa")
+    kept = store.load()[0].tests["a"]
+    assert (kept.status, kept.reason) == (Status.PASSED, "new")
+    assert [(r.ran_at, r.status) for r in kept.past()] == [
+        (_at(9), Status.FAILED),
+        (_at(10), Status.PASSED),
+    ]
+
+
+def test_a_damaged_history_item_is_skipped_not_fatal() -> None:
+    raw = {
+        **entry().to_dict(),
+        "history": ["garbage", 7, "t passed NaN", "t weird 1", "t failed 1"],
+    }
+    data, warning = parse(json.dumps({"version": VERSION, "salt": "ab", "tests": {"a": raw}}))
+    assert warning is None
+    past = data.tests["a"].past()
+    assert [(r.ran_at, r.status) for r in past] == [
+        (entry().ran_at, Status.PASSED),
+        ("t", Status.FAILED),
+    ]
+
+
+def test_manifests_are_kept_only_while_an_entry_refers_to_them(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.manifests = {
+        INPUTS["inputs"]: {"app/server.py": "1"},
+        "unreferenced": {"x": "2"},
+        INPUTS["seed"]: {f"seed/{n}": "3" for n in range(MANIFEST_LIMIT + 1)},  # too big
+    }
+    store.record({"a": entry()}, salt="aa")
+    assert store.load()[0].manifests == {INPUTS["inputs"]: {"app/server.py": "1"}}
+    # Once no entry has that digest any more, its manifest goes.
+    newer = CacheEntry(Status.PASSED, 0.5, _at(23), {**INPUTS, "inputs": "other"})
+    CacheStore(store.path).record({"a": newer}, salt="aa")
+    assert store.load()[0].manifests == {}
+
+
+def test_the_file_has_one_line_per_test_and_reads_back(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.record(
+        {"a": entry(), 'b"\n<x>': entry()},
+        {"pytest:e2e": {"key": "k", "tests": [["a", "f", [], [], []]]}},
+        salt="aa",
+    )
+    text = store.path.read_text()
+    lines = text.splitlines()
+    assert sum(line.lstrip().startswith('"a": {"status"') for line in lines) == 1
+    assert '    ["a", "f", [], [], []]' in lines
+    data, warning = parse(text)
+    assert warning is None and set(data.tests) == {"a", 'b"\n<x>'}
+    assert data.discovery["pytest:e2e"]["tests"] == [["a", "f", [], [], []]]

@@ -216,16 +216,26 @@ def test_a_run_that_started_no_test_keeps_the_reports_it_would_replace(tmp_path:
 
     done = summary()
     assert not done.ran_nothing
-    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    assert [p.name for p in write_reports(done, tmp_path)] == [
+        "junit.xml",
+        "report.json",
+        "report.html",
+    ]
     before = (tmp_path / "junit.xml").read_text()
+    page = (tmp_path / "report.html").read_text()
 
     stopped = RunSummary("r2", [TestResult("a::t", "a", Status.NOT_RUN), TestResult("a::c", "a", Status.CACHED)], 0.1, 1, "", error="port taken", error_exit=3)  # fmt: skip
     assert stopped.ran_nothing
     assert [p.name for p in write_reports(stopped, tmp_path)] == ["aborted-run.json"]
     assert (tmp_path / "junit.xml").read_text() == before
+    assert (tmp_path / "report.html").read_text() == page
     assert "port taken" in (tmp_path / "aborted-run.json").read_text()
 
-    assert [p.name for p in write_reports(done, tmp_path)] == ["junit.xml", "report.json"]
+    assert [p.name for p in write_reports(done, tmp_path)] == [
+        "junit.xml",
+        "report.json",
+        "report.html",
+    ]
     assert not (tmp_path / "aborted-run.json").exists()
 
     everything_cached = RunSummary("r3", [TestResult("a::c", "a", Status.CACHED)], 0.1, 0, "")
