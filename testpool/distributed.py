@@ -205,12 +205,26 @@ for _, id in ipairs(stale) do
   end
 end
 if redis.call('HGET', KEYS[1], 'stopped') == '1' then return nil end
-local window = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[3]) - 1)
-if #window == 0 then return nil end
-local chosen = window[1]
-for _, id in ipairs(window) do
-  if redis.call('HGET', KEYS[13], id) ~= ARGV[1] then chosen = id; break end
+-- The first test this machine did not fail (else the first), skipping copies of tests that
+-- got their result meanwhile (a lease that ran out while its holder went on and finished).
+local chosen, fallback = nil, nil
+while true do
+  local window = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+  if #window == 0 then break end
+  local dropped = false
+  for _, id in ipairs(window) do
+    if redis.call('HEXISTS', KEYS[8], id) == 1 then
+      redis.call('LREM', KEYS[4], 0, id)
+      dropped = true
+    else
+      fallback = fallback or id
+      if redis.call('HGET', KEYS[13], id) ~= ARGV[1] then chosen = id; break end
+    end
+  end
+  if chosen or fallback or not dropped then break end
 end
+chosen = chosen or fallback
+if not chosen then return nil end
 redis.call('LREM', KEYS[4], 1, chosen)
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), chosen)
 redis.call('HSET', KEYS[6], chosen, ARGV[1])

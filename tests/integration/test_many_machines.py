@@ -507,3 +507,27 @@ def test_queue_machines_start_the_services_their_tests_need(
         if mine["tests"]:  # a machine that ran tests had the service they need
             assert [s["name"] for s in mine["services"]] == ["mock"]
     project.assert_clean()
+
+
+def test_a_queued_copy_of_a_test_that_has_its_result_is_not_handed_out(redis_url: str) -> None:
+    # A lease ran out while its holder went on, and the holder then recorded the result: the
+    # copy that went back on the queue must not run again anywhere.
+    import redis
+
+    from testpool.distributed import KEYS, LEASE, SEED, keys_of
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = keys_of("skip")
+    try:
+        client.eval(
+            SEED, len(KEYS), *keys.values(),
+            "digest", 2, 0, 0, 30000, "m1", 3600, 2, "a", "b", 0, 2, "a", "f.py", "b", "f.py",
+        )  # fmt: skip
+        client.hset(keys["results"], "a", "passed")
+
+        leased = client.eval(LEASE, len(KEYS), *keys.values(), "m2", 30000, 16, 3, 3600, "{}")
+
+        assert leased[0] == "b"
+        assert client.llen(keys["pending"]) == 0
+    finally:
+        client.close()
