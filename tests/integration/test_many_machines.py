@@ -245,16 +245,25 @@ def _results_by(redis_url: str, build: str) -> dict[str, str]:
     return {str(t): json.loads(raw).get("origin", "") for t, raw in details.items()}
 
 
-def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
-    """Wait for a machine; if it hangs, say where (py-spy, where installed) before failing."""
+def _finish(
+    process: subprocess.Popen[str], timeout: float, redis_url: str, build: str
+) -> tuple[str, str]:
+    """Wait for a machine; if it hangs, say what the build's queue holds before failing."""
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        where = ""
-        if shutil.which("py-spy"):
-            where = subprocess.run(
-                ["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True
-            ).stdout
+        import redis
+
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        names = ("pending", "holder", "results", "meta")
+        where = {
+            name: client.lrange(f"testpool:{{{build}}}:{name}", 0, -1)
+            if name == "pending"
+            else client.hgetall(f"testpool:{{{build}}}:{name}")
+            for name in names
+        }
+        where["leases"] = client.zrange(f"testpool:{{{build}}}:leases", 0, -1, withscores=True)
+        client.close()
         process.kill()
         stdout, stderr = process.communicate()
         raise AssertionError(
@@ -307,7 +316,7 @@ def test_three_machines_share_a_build_and_one_is_killed(
     os.kill(victim.pid, signal.SIGKILL)
     held = _held_by(redis_url, "build-1", mine)
     victim.wait(timeout=30)
-    outputs = [_finish(m, timeout=300) for m in machines]
+    outputs = [_finish(m, 300, redis_url, "build-1") for m in machines]
 
     assert [m.returncode for m in machines] == [0, 0], outputs
     report = project.run("report", *_queue(redis_url, "build-1"), "-o", "build-report")
