@@ -256,7 +256,7 @@ def _finish(
 
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         names = ("pending", "holder", "results", "meta")
-        where = {
+        where: dict[str, Any] = {
             name: client.lrange(f"testpool:{{{build}}}:{name}", 0, -1)
             if name == "pending"
             else client.hgetall(f"testpool:{{{build}}}:{name}")
