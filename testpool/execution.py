@@ -13,7 +13,8 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,7 +85,7 @@ async def spawn(
     stdin: int | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` as the leader of a new process group, stdout+stderr on one pipe."""
-    try:
+    with _starting(argv):
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
@@ -95,12 +96,19 @@ async def spawn(
             start_new_session=True,
             pass_fds=tuple(pass_fds),
         )
+    tracker.add(process.pid)
+    return process
+
+
+@contextmanager
+def _starting(argv: Sequence[str]) -> Iterator[None]:
+    """Turn the ways starting ``argv`` fails into :class:`CannotStart` with one line."""
+    try:
+        yield
     except FileNotFoundError:
         raise ExecutableNotFound(f"command not found: {argv[0]}") from None
     except ValueError:  # a NUL character, which no command line can carry
         raise CannotStart("the command line would contain a NUL character") from None
-    tracker.add(process.pid)
-    return process
 
 
 class CannotStart(Exception):
@@ -157,7 +165,7 @@ async def run_process(
 def _popen(
     argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], pass_fds: Sequence[int] = ()
 ) -> subprocess.Popen[bytes]:
-    try:
+    with _starting(argv):
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -168,10 +176,6 @@ def _popen(
             start_new_session=True,
             pass_fds=tuple(pass_fds),
         )
-    except FileNotFoundError:
-        raise ExecutableNotFound(f"command not found: {argv[0]}") from None
-    except ValueError:  # a NUL character, which no command line can carry
-        raise CannotStart("the command line would contain a NUL character") from None
 
 
 class _Output:
