@@ -48,6 +48,7 @@ class Prepared:
     store: CacheStore
     data: CacheData
     items: list[PlanItem]
+    hasher: FileHasher | None = None  # what the plan was made from (--watch compares with it)
 
 
 def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) -> Prepared:
@@ -83,7 +84,7 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
             store.record({}, discovery_update, salt=data.salt)
         except CacheError as error:
             cache_warning(error)
-    return Prepared(runner, store, data, items)
+    return Prepared(runner, store, data, items, hasher)
 
 
 def sweep(err: Console) -> None:

@@ -25,13 +25,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import importlib
 import json
+import linecache
 import os
 import random
 import signal
 import socket
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -145,15 +148,19 @@ class _CollectExport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        items = []
-        for item in session.items:
-            module_file = item.nodeid.split("::", 1)[0]
-            defined_in = item.location[0].replace(os.sep, "/")
-            requires = [str(name) for mark in item.iter_markers("requires") for name in mark.args]
-            markers = sorted({mark.name for mark in item.iter_markers()})
-            items.append([item.nodeid, module_file, defined_in, requires, markers])
+        items = [describe(item) for item in session.items]
         with open(self._path, "w") as handle:
             json.dump({"items": items, "errors": session.testsfailed}, handle)
+
+
+def describe(item: pytest.Item) -> list[Any]:
+    """What testpool learns of a collected test: ``[node id, module file, file defining it,
+    services it requires, marker names]``."""
+    module_file = item.nodeid.split("::", 1)[0]
+    defined_in = item.location[0].replace(os.sep, "/")
+    requires = [str(name) for mark in item.iter_markers("requires") for name in mark.args]
+    markers = sorted({mark.name for mark in item.iter_markers()})
+    return [item.nodeid, module_file, defined_in, requires, markers]
 
 
 class _Collector:
@@ -198,17 +205,33 @@ class _Zygote(_Collector):
     the zygote forks; the child becomes a worker (its own session, the worker's environment,
     its own output file and capture) and talks to testpool over the attached socket. On the
     result fd the zygote reports ``{"ready": n}`` once collected and ``{"exited": pid,
-    "status": code}`` as children end. Those are single ``os.write`` calls below PIPE_BUF, so
-    they never interleave, even when the SIGCHLD handler writes in the middle of the main loop.
+    "status": code}`` as children end; SIGCHLD is held back while a message is written, so
+    messages never interleave, even when the handler would run in the middle of a long one.
+
+    ``--watch`` also sends a message without a socket: ``{"recollect": {"purge": [files],
+    "modules": [files]}}``. The zygote forgets the Python modules of ``purge`` (so they are
+    imported anew), collects the test files of ``modules`` again (new ones too, where pytest
+    would collect them; a file gone loses its tests) and answers ``{"recollected": {"items":
+    [...], "errors": [[file, text]], "unplaced": [files]}}`` with every test it now has (see
+    :func:`describe`). The workers forked after that run the new code.
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
         super().__init__()
         self._cmd_fd = cmd_fd
         self._result_fd = result_fd
+        self._items: dict[str, pytest.Item] = {}
 
     def _send(self, message: dict[str, Any]) -> None:
-        os.write(self._result_fd, (json.dumps(message) + "\n").encode())
+        data = memoryview((json.dumps(message) + "\n").encode())
+        # A long message takes several writes; the SIGCHLD handler (which sends too) must not
+        # cut into it.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            while data:
+                data = data[os.write(self._result_fd, data) :]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _reap(self, signum: int, frame: Any) -> None:
         while True:
@@ -222,18 +245,22 @@ class _Zygote(_Collector):
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        items = {item.nodeid: item for item in session.items}
+        self._items = {item.nodeid: item for item in session.items}
         signal.signal(signal.SIGCHLD, self._reap)
         # Everything collected so far lives as long as the workers: keep it out of the
         # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
         gc.freeze()
-        self._send({"ready": len(items)})
+        self._send({"ready": len(self._items)})
         control = socket.socket(fileno=self._cmd_fd)
         while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
             if not data:
                 _finish_worker(session)  # testpool closed the control socket: the zygote is done
             if not fds:
+                request = json.loads(data)
+                if "recollect" in request:
+                    self._send({"recollected": self._recollect(session, request["recollect"])})
+                    gc.freeze()
                 continue
             pid = os.fork()
             if pid == 0:
@@ -244,9 +271,131 @@ class _Zygote(_Collector):
                     channel = _become_worker(session, json.loads(data), fds[0])
                 except BaseException:
                     os._exit(70)
-                _serve(session, items, channel, self)
+                _serve(session, self._items, channel, self)
                 _finish_worker(session)
             os.close(fds[0])
+
+    def _recollect(self, session: pytest.Session, request: dict[str, Any]) -> dict[str, Any]:
+        """Collect some test files again (``--watch``); see the class docstring."""
+        _forget_modules({os.path.realpath(path) for path in request["purge"]})
+        errors = _FailedCollections()
+        session.config.pluginmanager.register(errors, "testpool-recollect")
+        try:
+            fresh, unplaced = self._collect_files(session, [Path(p) for p in request["modules"]])
+        except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
+            fresh, unplaced = {}, list(request["modules"])
+            errors.reports.append(["", traceback.format_exc()])
+        finally:
+            session.config.pluginmanager.unregister(errors)
+        items: dict[str, pytest.Item] = {}
+        placed: set[Path] = set()
+        for nodeid, item in self._items.items():
+            node = _file_node(item)
+            path = node.path if node is not None else None
+            if path is None or path not in fresh:
+                items[nodeid] = item
+            elif path not in placed:  # the file's new tests where its old ones were
+                placed.add(path)
+                items.update((new.nodeid, new) for new in fresh[path])
+        for path in sorted(set(fresh) - placed):  # files that had no test before
+            items.update((new.nodeid, new) for new in fresh[path])
+        self._items = items
+        return {
+            "items": [describe(item) for item in items.values()],
+            "errors": errors.reports,
+            "unplaced": unplaced,
+        }
+
+    def _collect_files(
+        self, session: pytest.Session, paths: list[Path]
+    ) -> tuple[dict[Path, list[pytest.Item]], list[str]]:
+        """The tests of each file in ``paths`` as pytest collects them now (none for a file
+        that is gone, ignored or not a test file), and the files it cannot place: new files
+        in a folder where it collected nothing before (the caller collects anew then)."""
+        by_file: dict[Path, tuple[pytest.File, list[pytest.Item]]] = {}
+        for item in self._items.values():
+            node = _file_node(item)
+            if node is not None:
+                by_file.setdefault(node.path, (node, []))[1].append(item)
+        folders = {path.parent: node.parent for path, (node, _) in by_file.items() if node.parent}
+        fresh: dict[Path, list[pytest.Item]] = {}
+        unplaced: list[str] = []
+        for path in paths:
+            old = by_file.get(path)
+            if old is not None:
+                _forget_fixtures(*old)
+            parent = old[0].parent if old is not None else folders.get(path.parent)
+            if not path.is_file():
+                fresh[path] = []
+            elif parent is None:
+                unplaced.append(str(path))
+            elif parent.ihook.pytest_ignore_collect(collection_path=path, config=session.config):
+                fresh[path] = []
+            else:
+                fresh[path] = [
+                    item
+                    for collector in parent.ihook.pytest_collect_file(file_path=path, parent=parent)
+                    for item in session.genitems(collector)
+                ]
+        every = [item for found in fresh.values() for item in found]
+        session.config.hook.pytest_collection_modifyitems(
+            session=session, config=session.config, items=every
+        )
+        kept = {id(item) for item in every}  # what the hook did not deselect (-k, -m)
+        return {
+            path: [i for i in found if id(i) in kept] for path, found in fresh.items()
+        }, unplaced
+
+
+class _FailedCollections:
+    """Collects the errors of a ``--watch`` re-collection (a file that does not import)."""
+
+    def __init__(self) -> None:
+        self.reports: list[list[str]] = []
+
+    @pytest.hookimpl
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.reports.append([report.nodeid, report.longreprtext])
+
+
+def _file_node(item: pytest.Item) -> pytest.File | None:
+    """The test file (a module, or a plugin's file) ``item`` was collected from."""
+    return next((n for n in reversed(item.listchain()) if isinstance(n, pytest.File)), None)
+
+
+def _forget_modules(files: set[str]) -> None:
+    """Drop the modules loaded from ``files`` so the next import runs their new code."""
+    names = {os.path.basename(path) for path in files}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        # realpath only where the name matches: resolving hundreds of modules' paths is slow.
+        if isinstance(path, str) and os.path.basename(path) in names:
+            if os.path.realpath(path) in files:
+                del sys.modules[name]
+    importlib.invalidate_caches()  # a module file that is new since the last import is found
+    linecache.clearcache()  # tracebacks show the new source
+
+
+def _forget_fixtures(file_node: pytest.File, items: list[pytest.Item]) -> None:
+    """Unregister the fixtures an old collection of a file defined (its module, its classes),
+    so the new definitions are the only ones (pytest 9 keys them by node, pytest 8 by node
+    id). Best effort: pytest's private structures, which only decide what memory is kept."""
+    nodes: set[Any] = {file_node}
+    for item in items:
+        chain = item.listchain()
+        nodes.update(chain[chain.index(file_node) :] if file_node in chain else ())
+    manager = getattr(file_node.session, "_fixturemanager", None)
+    with contextlib.suppress(Exception):
+        for by_node in getattr(manager, "_arg2node2fixturedefs", {}).values():
+            for node in nodes:
+                by_node.pop(node, None)
+        for node in nodes:
+            getattr(manager, "_node_autousenames", {}).pop(node, None)
+    with contextlib.suppress(Exception):
+        ids = {node.nodeid for node in nodes}
+        for defs in getattr(manager, "_arg2fixturedefs", {}).values():
+            defs[:] = [d for d in defs if getattr(d, "baseid", None) not in ids]
 
 
 def _finish_worker(session: pytest.Session) -> NoReturn:

@@ -20,8 +20,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from testpool import procs
 from testpool.execution import close_fd, decode, spawn
@@ -53,6 +54,17 @@ class ZygoteError(Exception):
     """The zygote could not collect the suite or fork a worker."""
 
 
+@dataclass(frozen=True)
+class Recollected:
+    """The zygote's answer to a re-collection (``--watch``): every test it has now, as
+    discovery describes them (see ``pytest_plugin.describe``), the files that did not collect
+    (node id, pytest's error), and new files it could not place (a new zygote must collect)."""
+
+    items: list[list[Any]]
+    errors: list[tuple[str, str]]
+    unplaced: list[str]
+
+
 class Connection:
     """One forked worker process and its socket."""
 
@@ -80,6 +92,7 @@ class Zygote:
         self._exit_events: dict[int, asyncio.Event] = {}
         self._stdout: deque[bytes] = deque(maxlen=64)
         self._tasks: list[asyncio.Task[None]] = []
+        self._recollected: asyncio.Future[Recollected] | None = None
         self.error: str | None = None
         self.collected = 0  # how many tests the zygote collected
 
@@ -126,7 +139,7 @@ class Zygote:
         self._process = process
         self._control = control
         loop = asyncio.get_running_loop()
-        messages = asyncio.StreamReader()
+        messages = asyncio.StreamReader(limit=RESULT_LINE_LIMIT)  # a re-collection lists every test
         self._transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(messages), os.fdopen(result_read, "rb")
         )
@@ -161,6 +174,16 @@ class Zygote:
                 self._exited[pid] = int(message["status"])
                 self.context.tracker.discard(pid)
                 self._exit_events.setdefault(pid, asyncio.Event()).set()
+            elif "recollected" in message and self._recollected is not None:
+                answer = message["recollected"]
+                if not self._recollected.done():
+                    self._recollected.set_result(
+                        Recollected(
+                            answer["items"],
+                            [(str(node), str(text)) for node, text in answer["errors"]],
+                            [str(path) for path in answer["unplaced"]],
+                        )
+                    )
 
     async def _drain_stdout(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -191,6 +214,44 @@ class Zygote:
             raise ZygoteError("the pytest zygote did not fork a worker") from None
         self.context.tracker.add(pid, f"pytest of worker {worker.index}")
         return Connection(reader, writer, pid, output)
+
+    async def recollect(self, purge: list[Path], modules: list[Path]) -> Recollected:
+        """``--watch``: forget the Python modules of ``purge`` and collect the test files
+        ``modules`` again (see ``pytest_plugin._Zygote``); the workers forked from now on run
+        the new code. Raises :class:`ZygoteError` if the zygote is not there to answer."""
+        async with self._lock:
+            if self.error or self._control is None or not self.alive:
+                raise ZygoteError(self.error or "the pytest zygote is not running")
+            future: asyncio.Future[Recollected] = asyncio.get_running_loop().create_future()
+            self._recollected = future
+            request = {
+                "recollect": {"purge": list(map(str, purge)), "modules": list(map(str, modules))}
+            }
+            # The zygote ending (its message reader stops) also ends the wait.
+            gone: asyncio.Future[Any] = self._tasks[0]
+            try:
+                self._control.send(json.dumps(request).encode())
+                await asyncio.wait(
+                    {future, gone},
+                    timeout=self.runner.config.test_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except OSError:
+                raise ZygoteError("the pytest zygote is gone") from None
+            finally:
+                self._recollected = None
+            if not future.done():
+                future.cancel()
+                raise ZygoteError("the pytest zygote did not answer a re-collection")
+            return future.result()
+
+    async def restart(self) -> None:
+        """``--watch``: a new zygote collects the whole suite again (conftest files, plugins
+        or the application changed); a failed collection is tried again too."""
+        async with self._lock:
+            self.error = None
+            await self.spawn()
+            await self._wait_ready()
 
     async def exit_status(self, pid: int, timeout: float) -> int | None:
         event = self._exit_events.setdefault(pid, asyncio.Event())
