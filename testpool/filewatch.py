@@ -24,7 +24,7 @@ import ctypes.util
 import errno
 import os
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -320,7 +320,7 @@ class FileWatcher:
         self._overflow = False
         return batch
 
-    async def batches(self) -> AsyncIterator[Batch]:
+    async def batches(self) -> AsyncGenerator[Batch, None]:
         """Every burst of changes, once it is over (see :class:`Debouncer`)."""
         assert self._fd is not None
         loop = asyncio.get_running_loop()

@@ -370,9 +370,12 @@ def _forget_modules(files: set[str]) -> None:
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         # realpath only where the name matches: resolving hundreds of modules' paths is slow.
-        if isinstance(path, str) and os.path.basename(path) in names:
-            if os.path.realpath(path) in files:
-                del sys.modules[name]
+        if (
+            isinstance(path, str)
+            and os.path.basename(path) in names
+            and os.path.realpath(path) in files
+        ):
+            del sys.modules[name]
     importlib.invalidate_caches()  # a module file that is new since the last import is found
     linecache.clearcache()  # tracebacks show the new source
 
