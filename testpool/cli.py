@@ -330,6 +330,7 @@ def cli(
             shard=_shard(shard),
             queue=_queue(queue_url, build, resume, lease_timeout, shard),
         )
+
         def load() -> Config:
             return _config(
                 config_path, workers=workers, startup_timeout=timeout, test_timeout=test_timeout
