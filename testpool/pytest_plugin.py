@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fnmatch
 import gc
 import importlib
 import json
@@ -34,6 +35,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -259,7 +261,8 @@ class _Zygote(_Collector):
             if not fds:
                 request = json.loads(data)
                 if "recollect" in request:
-                    self._send({"recollected": self._recollect(session, request["recollect"])})
+                    self._items, answer = recollect(session, self._items, request["recollect"])
+                    self._send({"recollected": answer})
                     gc.freeze()
                 continue
             pid = os.fork()
@@ -275,76 +278,112 @@ class _Zygote(_Collector):
                 _finish_worker(session)
             os.close(fds[0])
 
-    def _recollect(self, session: pytest.Session, request: dict[str, Any]) -> dict[str, Any]:
-        """Collect some test files again (``--watch``); see the class docstring."""
-        _forget_modules({os.path.realpath(path) for path in request["purge"]})
-        errors = _FailedCollections()
-        session.config.pluginmanager.register(errors, "testpool-recollect")
-        try:
-            fresh, unplaced = self._collect_files(session, [Path(p) for p in request["modules"]])
-        except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
-            fresh, unplaced = {}, list(request["modules"])
-            errors.reports.append(["", traceback.format_exc()])
-        finally:
-            session.config.pluginmanager.unregister(errors)
-        items: dict[str, pytest.Item] = {}
-        placed: set[Path] = set()
-        for nodeid, item in self._items.items():
-            node = _file_node(item)
-            path = node.path if node is not None else None
-            if path is None or path not in fresh:
-                items[nodeid] = item
-            elif path not in placed:  # the file's new tests where its old ones were
-                placed.add(path)
-                items.update((new.nodeid, new) for new in fresh[path])
-        for path in sorted(set(fresh) - placed):  # files that had no test before
-            items.update((new.nodeid, new) for new in fresh[path])
-        self._items = items
-        return {
-            "items": [describe(item) for item in items.values()],
-            "errors": errors.reports,
-            "unplaced": unplaced,
-        }
 
-    def _collect_files(
-        self, session: pytest.Session, paths: list[Path]
-    ) -> tuple[dict[Path, list[pytest.Item]], list[str]]:
-        """The tests of each file in ``paths`` as pytest collects them now (none for a file
-        that is gone, ignored or not a test file), and the files it cannot place: new files
-        in a folder where it collected nothing before (the caller collects anew then)."""
-        by_file: dict[Path, tuple[pytest.File, list[pytest.Item]]] = {}
-        for item in self._items.values():
-            node = _file_node(item)
-            if node is not None:
-                by_file.setdefault(node.path, (node, []))[1].append(item)
-        folders = {path.parent: node.parent for path, (node, _) in by_file.items() if node.parent}
-        fresh: dict[Path, list[pytest.Item]] = {}
-        unplaced: list[str] = []
-        for path in paths:
-            old = by_file.get(path)
-            if old is not None:
-                _forget_fixtures(*old)
-            parent = old[0].parent if old is not None else folders.get(path.parent)
-            if not path.is_file():
-                fresh[path] = []
-            elif parent is None:
+def recollect(
+    session: pytest.Session, items: dict[str, pytest.Item], request: dict[str, Any]
+) -> tuple[dict[str, pytest.Item], dict[str, Any]]:
+    """``--watch``: forget the modules of ``request["purge"]`` and collect the test files of
+    ``request["modules"]`` again (new ones too, where pytest would collect them; a file gone
+    loses its tests). Returns the tests now collected and the answer for testpool: every test
+    (see :func:`describe`), the files that did not collect, the new files that could not be
+    placed (in a folder where nothing was collected: testpool then collects anew), and the
+    files of ``purge`` that were loaded modules.
+
+    Runs in the zygote and in every forked worker, with the environment pytest collected in
+    (the stand-ins), so a module reads at import what it would read in a fresh run."""
+    forgotten = _forget_modules({os.path.realpath(path) for path in request["purge"]})
+    errors = _FailedCollections()
+    session.config.pluginmanager.register(errors, "testpool-recollect")
+    try:
+        with _collection_environ():
+            fresh, unplaced = _collect_files(session, items, [Path(p) for p in request["modules"]])
+    except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
+        fresh, unplaced = {}, list(request["modules"])
+        errors.reports.append(["", traceback.format_exc()])
+    finally:
+        session.config.pluginmanager.unregister(errors)
+    updated: dict[str, pytest.Item] = {}
+    placed: set[Path] = set()
+    for nodeid, item in items.items():
+        node = _file_node(item)
+        path = node.path if node is not None else None
+        if path is None or path not in fresh:
+            updated[nodeid] = item
+        elif path not in placed:  # the file's new tests where its old ones were
+            placed.add(path)
+            updated.update((new.nodeid, new) for new in fresh[path])
+    for path in sorted(set(fresh) - placed):  # files that had no test before
+        updated.update((new.nodeid, new) for new in fresh[path])
+    answer = {
+        "items": [describe(item) for item in updated.values()],
+        "errors": errors.reports,
+        "unplaced": unplaced,
+        "forgotten": forgotten,
+    }
+    return updated, answer
+
+
+def _collect_files(
+    session: pytest.Session, items: dict[str, pytest.Item], paths: list[Path]
+) -> tuple[dict[Path, list[pytest.Item]], list[str]]:
+    """The tests of each file in ``paths`` as pytest collects them now (none for a file that
+    is gone, ignored or not a test file), and the files it cannot place: new test files in a
+    folder where nothing was collected before."""
+    by_file: dict[Path, tuple[pytest.File, list[pytest.Item]]] = {}
+    for item in items.values():
+        node = _file_node(item)
+        if node is not None:
+            by_file.setdefault(node.path, (node, []))[1].append(item)
+    folders = {path.parent: node.parent for path, (node, _) in by_file.items() if node.parent}
+    patterns = session.config.getini("python_files")
+    fresh: dict[Path, list[pytest.Item]] = {}
+    unplaced: list[str] = []
+    for path in paths:
+        old = by_file.get(path)
+        if old is not None:
+            _forget_fixtures(*old)
+        parent = old[0].parent if old is not None else folders.get(path.parent)
+        if not path.is_file():
+            fresh[path] = []
+        elif parent is None:
+            if any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
                 unplaced.append(str(path))
-            elif parent.ihook.pytest_ignore_collect(collection_path=path, config=session.config):
-                fresh[path] = []
-            else:
-                fresh[path] = [
-                    item
-                    for collector in parent.ihook.pytest_collect_file(file_path=path, parent=parent)
-                    for item in session.genitems(collector)
-                ]
-        every = [item for found in fresh.values() for item in found]
-        session.config.hook.pytest_collection_modifyitems(
-            session=session, config=session.config, items=every
-        )
-        kept = {id(item) for item in every}  # what the hook did not deselect (-k, -m)
-        return {
-            path: [i for i in found if id(i) in kept] for path, found in fresh.items()
-        }, unplaced
+        elif parent.ihook.pytest_ignore_collect(collection_path=path, config=session.config):
+            fresh[path] = []
+        else:
+            fresh[path] = [
+                item
+                for collector in parent.ihook.pytest_collect_file(file_path=path, parent=parent)
+                for item in session.genitems(collector)
+            ]
+    every = [item for found in fresh.values() for item in found]
+    session.config.hook.pytest_collection_modifyitems(
+        session=session, config=session.config, items=every
+    )
+    kept = {id(item) for item in every}  # what the hook did not deselect (-k, -m)
+    return {path: [i for i in found if id(i) in kept] for path, found in fresh.items()}, unplaced
+
+
+# A forked worker's environment before it took on its worker's (see _collection_environ).
+_COLLECTION_ENVIRON: dict[str, str] | None = None
+
+
+@contextlib.contextmanager
+def _collection_environ() -> Iterator[None]:
+    """In a forked worker: the environment the zygote collected in, for as long as modules are
+    imported again (a module-level read of TEST_BASE_URL must see the stand-in, as in a
+    fresh run, not this worker's value)."""
+    if _COLLECTION_ENVIRON is None:
+        yield
+        return
+    own = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_COLLECTION_ENVIRON)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(own)
 
 
 class _FailedCollections:
@@ -364,8 +403,10 @@ def _file_node(item: pytest.Item) -> pytest.File | None:
     return next((n for n in reversed(item.listchain()) if isinstance(n, pytest.File)), None)
 
 
-def _forget_modules(files: set[str]) -> None:
-    """Drop the modules loaded from ``files`` so the next import runs their new code."""
+def _forget_modules(files: set[str]) -> list[str]:
+    """Drop the modules loaded from ``files`` so the next import runs their new code; returns
+    the files that were loaded."""
+    forgotten = []
     names = {os.path.basename(path) for path in files}
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -376,8 +417,10 @@ def _forget_modules(files: set[str]) -> None:
             and os.path.realpath(path) in files
         ):
             del sys.modules[name]
+            forgotten.append(os.path.realpath(path))
     importlib.invalidate_caches()  # a module file that is new since the last import is found
     linecache.clearcache()  # tracebacks show the new source
+    return forgotten
 
 
 def _forget_fixtures(file_node: pytest.File, items: list[pytest.Item]) -> None:
@@ -435,6 +478,8 @@ def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) ->
     os.close(output)
     if capture is not None:
         capture.start_global_capturing()
+    global _COLLECTION_ENVIRON
+    _COLLECTION_ENVIRON = dict(os.environ)
     os.environ.update(request["env"])
     _point_base_url_plugin(session.config)
     random.seed()  # siblings must not share a random sequence
@@ -454,6 +499,11 @@ def _serve(
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
+        if isinstance(nodeid, dict):  # --watch: modules changed (see recollect)
+            items, answer = recollect(session, items, nodeid["recollect"])
+            reply = {"recollected": {"tests": len(items), "forgotten": answer["forgotten"]}}
+            channel.sendall((json.dumps(reply) + "\n").encode())
+            continue
         item = items.get(nodeid)
         if item is None:
             message = {"id": nodeid, "outcome": "missing", "duration": 0.0}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,9 @@ if TYPE_CHECKING:
     from testpool.state import RunScope
 
 PYTEST_INI = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
+# The other way to bring the workers' code up to date, kept to measure it against the default
+# (tests/benchmarks/bench.py, section watch): fork every worker anew from the zygote.
+REFORK = os.environ.get("TESTPOOL_WATCH_REFORK") == "1"
 SHOWN_FILES = 5
 
 
@@ -120,10 +124,13 @@ class Collection:
     restart: str = ""
     purge: tuple[Path, ...] = ()
     modules: tuple[Path, ...] = ()
+    # Python files of the application (``inputs``) that changed: forgotten too; a process that
+    # had imported one is replaced (a new zygote, or a worker forked anew).
+    application: tuple[Path, ...] = ()
 
     @property
     def needed(self) -> bool:
-        return bool(self.restart or self.purge or self.modules)
+        return bool(self.restart or self.purge or self.modules or self.application)
 
 
 def collection_for(
@@ -132,7 +139,7 @@ def collection_for(
     root: Path,
     dependencies: Mapping[Path, Iterable[Path]],
     conftest_dependencies: Iterable[Path],
-    python_inputs_changed: bool,
+    application: Iterable[Path] = (),
 ) -> Collection:
     """How to bring the zygote's code up to date after ``changes`` (of the tests folder and
     pytest's files).
@@ -142,11 +149,9 @@ def collection_for(
     that is gone depends on it too). A test module or a helper that only test modules import is
     collected again in place, with every module that imports it; anything pytest loads some
     other way — a conftest, a package's ``__init__``, what a conftest imports, a plugin, an ini
-    file — or a Python file of the application (``inputs``) that the suite may have imported
-    needs a new zygote.
+    file — needs a new zygote. ``application`` are the changed Python files of ``inputs``: they
+    are forgotten too, and a process that had loaded one is replaced (``WatchSession._collect``).
     """
-    if python_inputs_changed:
-        return Collection(restart="the application's Python sources changed")
     touched = changes.every
     for path in sorted(touched):
         if path.name in ("conftest.py", "__init__.py") or (
@@ -163,12 +168,14 @@ def collection_for(
         if path not in changes.added and path not in imported and not _is_test_module(path):
             return Collection(restart=f"{display_path(path, root)} changed")
     python = changes.python()
-    if not python:
-        return Collection()
     purge = set(python) | {
         module for module, deps in dependencies.items() if python.intersection(deps)
     }
-    return Collection(purge=tuple(sorted(purge)), modules=tuple(sorted(purge)))
+    return Collection(
+        purge=tuple(sorted(purge)),
+        modules=tuple(sorted(purge)),
+        application=tuple(sorted(set(application))),
+    )
 
 
 def _is_test_module(path: Path) -> bool:
@@ -491,17 +498,17 @@ class WatchSession:
         for path, deps in (look.dependencies or {}).items():
             dependencies.setdefault(path, set()).update(deps)
         inputs = set(expand_globs(self.root, self.config.inputs))
-        python_inputs = any(
-            path.suffix == ".py"
-            and (path in inputs or (path in changes.removed and not path.is_relative_to(tests)))
-            for path in changes.every
-        )
+        application = [
+            path
+            for path in changes.python()
+            if path in inputs or (path in changes.removed and not path.is_relative_to(tests))
+        ]
         collection = collection_for(
             pytest_changes,
             root=self.root,
             dependencies=dependencies,
             conftest_dependencies=graph.dependencies(conftests) if conftests else [],
-            python_inputs_changed=python_inputs,
+            application=application,
         )
         zygote = executor.zygote
         if zygote is not None and (zygote.error or not zygote.alive):
@@ -528,25 +535,60 @@ class WatchSession:
     async def _collect(
         self, run: Run, executor: PytestExecutor, collection: Collection, look: Look
     ) -> Ready:
-        """Bring the zygote up to date (the workers' sessions close meanwhile; they are forked
-        again before the pass) and return the suite it now has, with the tests of files that
-        no longer collect failed with pytest's error."""
+        """Bring the code of the zygote and of every worker's pytest up to date and return the
+        suite as collected now, with the tests of files that no longer collect failed with
+        pytest's error.
+
+        A change to test modules and the helpers they import is collected again in place, in
+        the zygote and in each worker at once: the workers keep their session fixtures (a
+        browser, a logged-in client) and their warm caches. Anything else (see
+        :func:`collection_for`) gets a new zygote, and every worker is forked from it anew."""
         from testpool.discovery import select
         from testpool.runners.pytest_runner import case_of
-        from testpool.runners.pytest_session import Recollected, ZygoteError
+        from testpool.runners.pytest_session import PytestSession, Recollected, ZygoteError
 
         zygote = executor.zygote
         assert zygote is not None
-        closing = asyncio.ensure_future(run.close_sessions())
+        purge = [*collection.purge, *collection.application]
+        modules = list(collection.modules)
+        application = {str(path) for path in collection.application}
         answer: Recollected | None = None
+        closing: asyncio.Future[None] | None = None
         try:
             reason = collection.restart
             if not reason:
-                answer = await zygote.recollect(list(collection.purge), list(collection.modules))
+                sessions = {
+                    index: session
+                    for index, session in run.sessions.items()
+                    if isinstance(session, PytestSession)
+                }
+                if REFORK:
+                    closing = asyncio.ensure_future(run.close_sessions())
+                    sessions = {}
+                timeout = self.config.test_timeout
+                answers = await asyncio.gather(
+                    zygote.recollect(purge, modules),
+                    *(s.recollect(purge, modules, timeout) for s in sessions.values()),
+                    return_exceptions=True,
+                )
+                for index, forgotten in zip(sessions, answers[1:], strict=True):
+                    if not isinstance(forgotten, list) or application.intersection(forgotten):
+                        # It failed, or a test imported the application: fork a new one.
+                        stale = run.sessions.pop(index, None)
+                        if stale is not None:
+                            await stale.close()
+                first = answers[0]
+                if isinstance(first, BaseException):
+                    raise first
+                assert isinstance(first, Recollected)
+                answer = first
                 if answer.unplaced:
                     reason = "a test file in a new folder"
+                elif application.intersection(answer.forgotten):
+                    reason = "the tests import the application, whose sources changed"
             if reason:
                 say(self.out, f"testpool: collecting the suite again ({reason})")
+                closing = closing or asyncio.ensure_future(run.close_sessions())
                 await zygote.restart()
                 if zygote.error:
                     raise ZygoteError(zygote.error)
@@ -555,7 +597,8 @@ class WatchSession:
             lines = str(error).split("\n", 1)
             print_error(self.err, lines[0], lines[1] if len(lines) > 1 else "")
         finally:
-            await closing
+            if closing is not None:
+                await closing
         if answer is None:
             # The workers fail every test with the error until a change fixes it.
             return Ready(self.cases)

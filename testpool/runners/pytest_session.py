@@ -63,6 +63,7 @@ class Recollected:
     items: list[list[Any]]
     errors: list[tuple[str, str]]
     unplaced: list[str]
+    forgotten: list[str]  # the files asked to be forgotten that were loaded modules
 
 
 class Connection:
@@ -182,6 +183,7 @@ class Zygote:
                             answer["items"],
                             [(str(node), str(text)) for node, text in answer["errors"]],
                             [str(path) for path in answer["unplaced"]],
+                            [str(path) for path in answer["forgotten"]],
                         )
                     )
 
@@ -349,6 +351,28 @@ class PytestSession:
             verdict.get("output", ""),
             verdict.get("message", ""),
         )
+
+    async def recollect(
+        self, purge: list[Path], modules: list[Path], timeout: float
+    ) -> list[str] | None:
+        """``--watch``: have this worker's pytest forget the modules of ``purge`` and collect
+        the test files ``modules`` again, as the zygote does, keeping its session fixtures.
+        Returns the files of ``purge`` it had loaded; None if it could not (it is then
+        stopped: the next test forks a new one)."""
+        conn = self._conn
+        if conn is None:
+            return []  # the next test forks a worker from the zygote, which has the new code
+        request = {
+            "recollect": {"purge": list(map(str, purge)), "modules": list(map(str, modules))}
+        }
+        try:
+            conn.writer.write((json.dumps(request) + "\n").encode())
+            await conn.writer.drain()
+            reply = json.loads(await asyncio.wait_for(conn.reader.readline(), timeout))
+            return [str(path) for path in reply["recollected"]["forgotten"]]
+        except (ConnectionError, TimeoutError, ValueError, KeyError, TypeError):
+            await self._stop()
+            return None
 
     async def close(self) -> None:
         """Say we are done and wait until the fork has finalized its session fixtures.

@@ -25,7 +25,10 @@ Sections:
    the time from each write to the first rerun test's start (as testpool records it in
    report.json; for the synthetic suite also the moment the test's body began), for: a test
    module (synthetic 120-test suite, and the example suite e2e/), the example's conftest.py (a
-   new zygote collects the suite) and its server's source (the servers restart).
+   new zygote collects the suite) and its server's source (the servers restart). A test module
+   is measured both ways of bringing the workers' code up to date: re-imported in each worker
+   (the default) and every worker forked anew from the zygote (TESTPOOL_WATCH_REFORK=1, a
+   switch kept for this comparison).
 """
 
 from __future__ import annotations
@@ -682,24 +685,26 @@ def _edit_and_time(
 def bench_watch(root: Path, runs: int, results: dict[str, Any]) -> None:
     edits = max(WATCH_EDITS, runs)
     rows = []
-    # The synthetic suite: 10 modules of 12 trivial tests.
+    # The synthetic suite: 10 modules of 12 trivial tests with a session-scoped HTTP client.
     project = Project(root, "watch-synthetic")
     for module in range(10):
         body = "".join(WATCH_TEST.format(n=n, module=module) for n in range(12))
         (project.tests / f"test_watch_{module}.py").write_text("import os, time\n" + body)
     project.config(workers=4)
-    times = Path(tempfile.mkdtemp(prefix="bench-watch-times-"))
-    watch = WatchProcess(project, project.env(BENCH_TIMES=str(times)))
-    try:
-        watch.wait_passes(1)
-        starts, bodies = _edit_and_time(
-            watch, project.tests / "test_watch_3.py", "tests/test_watch_3.py", edits, times
-        )
-    finally:
-        watch.stop()
-        shutil.rmtree(times)
-    rows.append({"change": "a test module", "suite": "synthetic, 120 tests", "starts": starts,
-                 "bodies": bodies})  # fmt: skip
+    for how, refork in (("re-imported in the workers", "0"), ("workers forked anew", "1")):
+        times = Path(tempfile.mkdtemp(prefix="bench-watch-times-"))
+        env = project.env(BENCH_TIMES=str(times), TESTPOOL_WATCH_REFORK=refork)
+        watch = WatchProcess(project, env)
+        try:
+            watch.wait_passes(1)
+            starts, bodies = _edit_and_time(
+                watch, project.tests / "test_watch_3.py", "tests/test_watch_3.py", edits, times
+            )
+        finally:
+            watch.stop()
+            shutil.rmtree(times)
+        rows.append({"change": f"a test module ({how})", "suite": "synthetic, 120 tests",
+                     "starts": starts, "bodies": bodies})  # fmt: skip
     # The example suite, as the repository configures it, with 4 workers.
     example = root / "watch-e2e"
     shutil.copytree(REPO / "e2e", example / "e2e", ignore=shutil.ignore_patterns("__pycache__"))
@@ -711,18 +716,23 @@ def bench_watch(root: Path, runs: int, results: dict[str, Any]) -> None:
     )
     e2e = Project.__new__(Project)
     e2e.root, e2e.tests, e2e.tmp = example, example / "e2e", tmp
-    watch = WatchProcess(e2e, e2e.env())
-    try:
-        watch.wait_passes(1)
-        for change, path, prefix, count in (
-            ("a test module", "e2e/test_stats.py", "e2e/test_stats.py", edits),
-            ("conftest.py (new zygote)", "e2e/conftest.py", "e2e/", max(3, runs)),
-            ("server source (servers restart)", "e2e/app/server.py", "e2e/", max(3, runs)),
-        ):
-            starts, _ = _edit_and_time(watch, example / path, prefix, count)
-            rows.append({"change": change, "suite": "e2e/, 128 tests", "starts": starts})
-    finally:
-        watch.stop()
+    for refork in ("0", "1"):
+        watch = WatchProcess(e2e, e2e.env(TESTPOOL_WATCH_REFORK=refork))
+        try:
+            watch.wait_passes(1)
+            changes = [("a test module", "e2e/test_stats.py", "e2e/test_stats.py", edits)]
+            if refork == "0":
+                changes += [
+                    ("conftest.py (a new zygote collects)", "e2e/conftest.py", "e2e/", max(3, runs)),
+                    ("the server's source (servers restart)", "e2e/app/server.py", "e2e/", max(3, runs)),
+                ]  # fmt: skip
+            for change, path, prefix, count in changes:
+                starts, _ = _edit_and_time(watch, example / path, prefix, count)
+                if refork == "1":
+                    change += " (workers forked anew)"
+                rows.append({"change": change, "suite": "e2e/, 128 tests", "starts": starts})
+        finally:
+            watch.stop()
     results["watch"] = {"rows": rows}
 
 

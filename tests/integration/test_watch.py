@@ -487,3 +487,73 @@ def test_on_a_terminal(project: Project) -> None:
             process.wait()
         os.close(master)
     project.assert_clean(run_id)
+
+
+def test_command_runner_discovers_again(project: Project, watching: Start) -> None:
+    """Another runner than pytest's session mode: a changed test file reruns its test (each
+    test is a file here), and a new one is discovered."""
+    project.write("tests/a.test.sh", "exit 0\n")
+    project.write("tests/b.test.sh", "exit 0\n")
+    project.config(runner="command", discover="ls tests/*.test.sh", run="sh {id}", workers=1)
+    watch = watching()
+    watch.wait_pass(1)
+    run_id = str(watch.record()["run_id"])
+    project.write("tests/b.test.sh", "exit 1\n")
+    second = watch.wait_pass(2)
+    assert watch.ran(second) == {"tests/b.test.sh": "failed"}, watch.describe()
+    project.write("tests/c.test.sh", "exit 0\n")
+    third = watch.wait_pass(3)
+    assert watch.ran(third) == {"tests/c.test.sh": "passed"}, watch.describe()
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
+
+
+def test_watch_is_for_one_machine(project: Project) -> None:
+    _project(project)
+    result = project.run("--watch", "--shard", "1/2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "testpool: error: --watch runs the suite on this machine: drop --shard and --queue"
+    )
+    project.assert_clean()
+
+
+def test_application_code_the_tests_import(project: Project, watching: Start) -> None:
+    """The application's Python sources (inputs) are forgotten by every process that loaded
+    them: a worker that imported one in a test is forked anew, and once a test module imports
+    one, a new zygote collects the suite."""
+    _project(project, workers=1)
+    project.write("app/__init__.py", "")
+    project.write("app/settings.py", 'GREETING = "hi"\n')
+    project.write("pytest.ini", "[pytest]\npythonpath = .\n")
+    project.write(
+        "tests/test_lazy.py",
+        """
+        def test_lazy():
+            from app import settings
+            assert settings.GREETING == "hi"
+        """,
+    )
+    project.config(server="{python} server.py", inputs=["server.py", "app/**"], workers=1)
+    watch = watching()
+    watch.wait_pass(1)
+    run_id = str(watch.record()["run_id"])
+
+    _edit(project.root / "app/settings.py", '"hi"', '"hello"')
+    second = watch.wait_pass(2)
+    assert watch.ran(second)["tests/test_lazy.py::test_lazy"] == "failed", watch.describe()
+    assert "collecting the suite again" not in second
+
+    project.write(
+        "tests/test_eager.py",
+        "from app.settings import GREETING\n\ndef test_eager():\n    assert GREETING == 'hello'\n",
+    )
+    third = watch.wait_pass(3)
+    assert watch.ran(third) == {"tests/test_eager.py::test_eager": "passed"}, watch.describe()
+    _edit(project.root / "app/settings.py", '"hello"', '"hi"')
+    fourth = watch.wait_pass(4)
+    assert "collecting the suite again (the tests import the application" in fourth
+    assert watch.ran(fourth)["tests/test_eager.py::test_eager"] == "failed", watch.describe()
+    assert watch.ran(fourth)["tests/test_lazy.py::test_lazy"] == "passed", watch.describe()
+    assert watch.stop() == 130
+    project.assert_clean(run_id)

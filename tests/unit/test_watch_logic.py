@@ -32,7 +32,6 @@ def _collection(changes: FileChanges, **kwargs: object) -> Collection:
             TESTS / "conftest.py": [TESTS / "fixtures.py"],
         },
         "conftest_dependencies": [TESTS / "fixtures.py"],
-        "python_inputs_changed": False,
     }
     options.update(kwargs)
     return collection_for(changes, **options)  # type: ignore[arg-type]
@@ -66,7 +65,11 @@ def test_what_pytest_loads_itself_needs_a_new_zygote() -> None:
     ):
         collection = _collection(FileChanges(changed=frozenset({path})))
         assert collection.restart, path
-    assert _collection(FileChanges(), python_inputs_changed=True).restart
+    # The application's Python sources are forgotten; whether that needs a new zygote is
+    # known once the zygote says whether it had loaded them.
+    application = _collection(FileChanges(), application=[ROOT / "app" / "models.py"])
+    assert not application.restart and application.needed
+    assert application.application == (ROOT / "app" / "models.py",)
     # A new file nothing imports yet cannot have been loaded: collected in place.
     assert not _collection(FileChanges(added=frozenset({TESTS / "plugin.py"}))).restart
     # Data files need nothing from the zygote.
