@@ -315,7 +315,10 @@ def recollect(
     for path in sorted(set(fresh) - placed):  # files that had no test before
         updated.update((new.nodeid, new) for new in fresh[path])
     answer = {
-        "items": [describe(item) for item in updated.values()],
+        # Every test, unless the caller does not need the list (a worker, but one).
+        "items": [describe(item) for item in updated.values()]
+        if request.get("describe", True)
+        else [],
         "errors": errors.reports,
         "unplaced": unplaced,
         "forgotten": forgotten,
@@ -501,8 +504,7 @@ def _serve(
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
         if isinstance(nodeid, dict):  # --watch: modules changed (see recollect)
             items, answer = recollect(session, items, nodeid["recollect"])
-            reply = {"recollected": {"tests": len(items), "forgotten": answer["forgotten"]}}
-            channel.sendall((json.dumps(reply) + "\n").encode())
+            channel.sendall((json.dumps({"recollected": answer}) + "\n").encode())
             continue
         item = items.get(nodeid)
         if item is None:

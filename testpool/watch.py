@@ -284,6 +284,10 @@ class WatchSession:
         self.restart_reason = ""  # set when the run must start again (the configuration)
         self.servers_down = ""  # why the servers did not come back (retried on each change)
         self.decided: dict[str, Outcome] = {}  # tests of the next pass failed before it runs
+        # The zygote's own re-collection, done while a pass runs, and why it must collect anew
+        # (it could not catch up).
+        self._catching_up: asyncio.Future[Any] | None = None
+        self._zygote_behind = ""
         self.merged: RunSummary | None = None
 
     # --- the loop --------------------------------------------------------------------------
@@ -292,6 +296,14 @@ class WatchSession:
         """After the first pass: report it, then rerun what each change affects until Ctrl-C
         (which cancels this), an error that ends the run, or a configuration change."""
         self._after_pass(run, await run.finish_pass(), self.prepared.items)
+        try:
+            await self._loop(run)
+        finally:
+            if self._catching_up is not None:
+                self._catching_up.cancel()
+                await asyncio.gather(self._catching_up, return_exceptions=True)
+
+    async def _loop(self, run: Run) -> None:
         async for _batch in self.watcher.batches():  # what changed is read from the files
             seen = time.monotonic()
             try:
@@ -510,12 +522,26 @@ class WatchSession:
             conftest_dependencies=graph.dependencies(conftests) if conftests else [],
             application=application,
         )
+        await self._caught_up()
         zygote = executor.zygote
         if zygote is not None and (zygote.error or not zygote.alive):
             collection = Collection(restart="the suite did not collect last time")
+        elif self._zygote_behind:
+            collection = Collection(restart=self._zygote_behind)
         if not collection.needed:
             return Ready(self.cases)
         return await self._collect(run, executor, collection, look)
+
+    async def _caught_up(self) -> None:
+        """Wait for the zygote's re-collection started during the last pass; one that failed
+        means the next change collects anew."""
+        catching_up, self._catching_up = self._catching_up, None
+        if catching_up is None:
+            return
+        try:
+            await catching_up
+        except Exception:
+            self._zygote_behind = "the collecting pytest missed the last change"
 
     def _discover(self, runner: Runner, hasher: FileHasher) -> list[TestCase]:
         """The suite, from the runner (not the pytest zygote): another runner or mode, or a
@@ -555,33 +581,39 @@ class WatchSession:
         answer: Recollected | None = None
         closing: asyncio.Future[None] | None = None
         try:
-            reason = collection.restart
+            reason = collection.restart or self._zygote_behind
             if not reason:
                 sessions = {
                     index: session
                     for index, session in run.sessions.items()
-                    if isinstance(session, PytestSession)
+                    if isinstance(session, PytestSession) and not REFORK
                 }
                 if REFORK:
                     closing = asyncio.ensure_future(run.close_sessions())
-                    sessions = {}
                 timeout = self.config.test_timeout
+                # The workers first, and all at once; one of them lists the tests. (They are
+                # forks of the zygote: what it had loaded, they have too.)
                 answers = await asyncio.gather(
-                    zygote.recollect(purge, modules),
-                    *(s.recollect(purge, modules, timeout) for s in sessions.values()),
-                    return_exceptions=True,
+                    *(
+                        session.recollect(purge, modules, timeout, describe=number == 0)
+                        for number, session in enumerate(sessions.values())
+                    )
                 )
-                for index, forgotten in zip(sessions, answers[1:], strict=True):
-                    if not isinstance(forgotten, list) or application.intersection(forgotten):
-                        # It failed, or a test imported the application: fork a new one.
+                for index, reloaded in zip(sessions, answers, strict=True):
+                    if reloaded is None or application.intersection(reloaded.forgotten):
+                        # It failed, or has the application loaded: a new one is forked.
                         stale = run.sessions.pop(index, None)
                         if stale is not None:
                             await stale.close()
-                first = answers[0]
-                if isinstance(first, BaseException):
-                    raise first
-                assert isinstance(first, Recollected)
-                answer = first
+                        if reloaded is not None and application.intersection(reloaded.forgotten):
+                            reason = "the tests import the application, whose sources changed"
+                answer = answers[0] if answers and answers[0] is not None else None
+                if answer is None:
+                    answer = await zygote.recollect(purge, modules)
+                elif not reason:
+                    # The zygote catches up while the pass runs (the workers it forks meanwhile
+                    # wait for it): it only matters for workers forked from now on.
+                    self._catching_up = asyncio.ensure_future(zygote.recollect(purge, modules))
                 if answer.unplaced:
                     reason = "a test file in a new folder"
                 elif application.intersection(answer.forgotten):
@@ -589,7 +621,9 @@ class WatchSession:
             if reason:
                 say(self.out, f"testpool: collecting the suite again ({reason})")
                 closing = closing or asyncio.ensure_future(run.close_sessions())
+                await self._caught_up()
                 await zygote.restart()
+                self._zygote_behind = ""
                 if zygote.error:
                     raise ZygoteError(zygote.error)
                 answer = await zygote.recollect([], [])

@@ -65,6 +65,15 @@ class Recollected:
     unplaced: list[str]
     forgotten: list[str]  # the files asked to be forgotten that were loaded modules
 
+    @classmethod
+    def from_dict(cls, answer: dict[str, Any]) -> Recollected:
+        return cls(
+            list(answer["items"]),
+            [(str(node), str(text)) for node, text in answer["errors"]],
+            [str(path) for path in answer["unplaced"]],
+            [str(path) for path in answer["forgotten"]],
+        )
+
 
 class Connection:
     """One forked worker process and its socket."""
@@ -175,17 +184,12 @@ class Zygote:
                 self._exited[pid] = int(message["status"])
                 self.context.tracker.discard(pid)
                 self._exit_events.setdefault(pid, asyncio.Event()).set()
-            elif "recollected" in message and self._recollected is not None:
-                answer = message["recollected"]
-                if not self._recollected.done():
-                    self._recollected.set_result(
-                        Recollected(
-                            answer["items"],
-                            [(str(node), str(text)) for node, text in answer["errors"]],
-                            [str(path) for path in answer["unplaced"]],
-                            [str(path) for path in answer["forgotten"]],
-                        )
-                    )
+            elif (
+                "recollected" in message
+                and self._recollected is not None
+                and not self._recollected.done()
+            ):
+                self._recollected.set_result(Recollected.from_dict(message["recollected"]))
 
     async def _drain_stdout(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -353,23 +357,27 @@ class PytestSession:
         )
 
     async def recollect(
-        self, purge: list[Path], modules: list[Path], timeout: float
-    ) -> list[str] | None:
+        self, purge: list[Path], modules: list[Path], timeout: float, *, describe: bool = False
+    ) -> Recollected | None:
         """``--watch``: have this worker's pytest forget the modules of ``purge`` and collect
         the test files ``modules`` again, as the zygote does, keeping its session fixtures.
-        Returns the files of ``purge`` it had loaded; None if it could not (it is then
-        stopped: the next test forks a new one)."""
+        Its answer lists every test only if ``describe``. None if it has no pytest yet (the
+        next test forks one from the zygote) or could not (it is then stopped, likewise)."""
         conn = self._conn
         if conn is None:
-            return []  # the next test forks a worker from the zygote, which has the new code
+            return None
         request = {
-            "recollect": {"purge": list(map(str, purge)), "modules": list(map(str, modules))}
+            "recollect": {
+                "purge": list(map(str, purge)),
+                "modules": list(map(str, modules)),
+                "describe": describe,
+            }
         }
         try:
             conn.writer.write((json.dumps(request) + "\n").encode())
             await conn.writer.drain()
             reply = json.loads(await asyncio.wait_for(conn.reader.readline(), timeout))
-            return [str(path) for path in reply["recollected"]["forgotten"]]
+            return Recollected.from_dict(reply["recollected"])
         except (ConnectionError, TimeoutError, ValueError, KeyError, TypeError):
             await self._stop()
             return None

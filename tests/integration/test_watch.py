@@ -557,3 +557,40 @@ def test_application_code_the_tests_import(project: Project, watching: Start) ->
     assert watch.ran(fourth)["tests/test_lazy.py::test_lazy"] == "passed", watch.describe()
     assert watch.stop() == 130
     project.assert_clean(run_id)
+
+
+def test_a_worker_forked_after_a_change_runs_the_new_code(
+    project: Project, watching: Start
+) -> None:
+    """The workers re-import a changed module in place; the pytest they are forked from does
+    too, so a worker that replaces a crashed one runs the new code as well."""
+    _project(project, workers=1)
+    project.write(
+        "tests/test_crash.py",
+        """
+        import os, time
+
+        VALUE = 1
+
+        def test_crashes_its_worker():
+            time.sleep(0.5)  # the longest: it runs first
+            os._exit(3)
+
+        def test_value():
+            assert VALUE == 2
+        """,
+    )
+    watch = watching()
+    first = watch.wait_pass(1)
+    assert watch.ran(first)["tests/test_crash.py::test_value"] == "failed", watch.describe()
+    run_id = str(watch.record()["run_id"])
+    _edit(project.root / "tests/test_crash.py", "VALUE = 1", "VALUE = 2")
+    second = watch.wait_pass(2)
+    ran = watch.ran(second)
+    assert ran == {
+        "tests/test_crash.py::test_crashes_its_worker": "failed",
+        "tests/test_crash.py::test_value": "passed",
+    }, watch.describe()
+    assert second.index("test_crashes_its_worker") < second.index("test_value")
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
