@@ -295,7 +295,8 @@ def recollect(
     errors = _FailedCollections()
     session.config.pluginmanager.register(errors, "testpool-recollect")
     try:
-        with _collection_environ():
+        stale = request["purge"] if request.get("compile", True) else []
+        with _collection_environ(), _shared_bytecode(request.get("bytecode"), stale):
             fresh, unplaced = _collect_files(session, items, [Path(p) for p in request["modules"]])
     except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
         fresh, unplaced = {}, list(request["modules"])
@@ -365,6 +366,29 @@ def _collect_files(
     )
     kept = {id(item) for item in every}  # what the hook did not deselect (-k, -m)
     return {path: [i for i in found if id(i) in kept] for path, found in fresh.items()}, unplaced
+
+
+@contextlib.contextmanager
+def _shared_bytecode(folder: str | None, changed: list[str]) -> Iterator[None]:
+    """Compile once for every process: while modules are imported again, bytecode (pytest's
+    rewritten test modules included) is read from and written to ``folder``, the run's own,
+    whatever ``PYTHONDONTWRITEBYTECODE`` says. The first process to import the changed modules
+    removes their old bytecode there (Python trusts a .pyc by its source's size and
+    modification second) and compiles them; the others load what it wrote."""
+    if folder is None:
+        yield
+        return
+    for path in map(Path, changed):
+        cached = Path(folder).joinpath(*path.parent.parts[1:])
+        for stale in cached.glob(f"{path.stem}.*.pyc"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    prefix, dont_write = sys.pycache_prefix, sys.dont_write_bytecode
+    sys.pycache_prefix, sys.dont_write_bytecode = folder, False
+    try:
+        yield
+    finally:
+        sys.pycache_prefix, sys.dont_write_bytecode = prefix, dont_write
 
 
 # A forked worker's environment before it took on its worker's (see _collection_environ).

@@ -591,14 +591,20 @@ class WatchSession:
                 if REFORK:
                     closing = asyncio.ensure_future(run.close_sessions())
                 timeout = self.config.test_timeout
-                # The workers first, and all at once; one of them lists the tests. (They are
-                # forks of the zygote: what it had loaded, they have too.)
-                answers = await asyncio.gather(
-                    *(
-                        session.recollect(purge, modules, timeout, describe=number == 0)
-                        for number, session in enumerate(sessions.values())
+                bytecode = self.scope.folder() / "bytecode"
+                # The workers first: one compiles and lists the tests, then the others load
+                # what it compiled, all at once. (They are forks of the zygote: what it had
+                # loaded, they have too.)
+                answers: list[Recollected | None] = []
+                for group in (list(sessions.values())[:1], list(sessions.values())[1:]):
+                    answers += await asyncio.gather(
+                        *(
+                            session.recollect(
+                                purge, modules, timeout, bytecode=bytecode, describe=not answers
+                            )
+                            for session in group
+                        )
                     )
-                )
                 for index, reloaded in zip(sessions, answers, strict=True):
                     if reloaded is None or application.intersection(reloaded.forgotten):
                         # It failed, or has the application loaded: a new one is forked.
@@ -609,11 +615,13 @@ class WatchSession:
                             reason = "the tests import the application, whose sources changed"
                 answer = answers[0] if answers and answers[0] is not None else None
                 if answer is None:
-                    answer = await zygote.recollect(purge, modules)
+                    answer = await zygote.recollect(purge, modules, bytecode)
                 elif not reason:
                     # The zygote catches up while the pass runs (the workers it forks meanwhile
                     # wait for it): it only matters for workers forked from now on.
-                    self._catching_up = asyncio.ensure_future(zygote.recollect(purge, modules))
+                    self._catching_up = asyncio.ensure_future(
+                        zygote.recollect(purge, modules, bytecode, first=False)
+                    )
                 if answer.unplaced:
                     reason = "a test file in a new folder"
                 elif application.intersection(answer.forgotten):

@@ -221,18 +221,27 @@ class Zygote:
         self.context.tracker.add(pid, f"pytest of worker {worker.index}")
         return Connection(reader, writer, pid, output)
 
-    async def recollect(self, purge: list[Path], modules: list[Path]) -> Recollected:
+    async def recollect(
+        self,
+        purge: list[Path],
+        modules: list[Path],
+        bytecode: Path | None = None,
+        *,
+        first: bool = True,
+    ) -> Recollected:
         """``--watch``: forget the Python modules of ``purge`` and collect the test files
         ``modules`` again (see ``pytest_plugin._Zygote``); the workers forked from now on run
-        the new code. Raises :class:`ZygoteError` if the zygote is not there to answer."""
+        the new code (``bytecode``: a folder where the compiled modules are shared, see
+        ``pytest_plugin._shared_bytecode``; not ``first``: a worker compiled them there already).
+        Raises :class:`ZygoteError` if the zygote is not
+        there to answer."""
         async with self._lock:
             if self.error or self._control is None or not self.alive:
                 raise ZygoteError(self.error or "the pytest zygote is not running")
             future: asyncio.Future[Recollected] = asyncio.get_running_loop().create_future()
             self._recollected = future
-            request = {
-                "recollect": {"purge": list(map(str, purge)), "modules": list(map(str, modules))}
-            }
+            request = {"recollect": _request(purge, modules, bytecode, describe=True)}
+            request["recollect"]["compile"] = first
             # The zygote ending (its message reader stops) also ends the wait.
             gone: asyncio.Future[Any] = self._tasks[0]
             try:
@@ -357,7 +366,13 @@ class PytestSession:
         )
 
     async def recollect(
-        self, purge: list[Path], modules: list[Path], timeout: float, *, describe: bool = False
+        self,
+        purge: list[Path],
+        modules: list[Path],
+        timeout: float,
+        *,
+        bytecode: Path | None = None,
+        describe: bool = False,
     ) -> Recollected | None:
         """``--watch``: have this worker's pytest forget the modules of ``purge`` and collect
         the test files ``modules`` again, as the zygote does, keeping its session fixtures.
@@ -366,13 +381,7 @@ class PytestSession:
         conn = self._conn
         if conn is None:
             return None
-        request = {
-            "recollect": {
-                "purge": list(map(str, purge)),
-                "modules": list(map(str, modules)),
-                "describe": describe,
-            }
-        }
+        request = {"recollect": _request(purge, modules, bytecode, describe=describe)}
         try:
             conn.writer.write((json.dumps(request) + "\n").encode())
             await conn.writer.drain()
@@ -405,6 +414,22 @@ class PytestSession:
             conn.writer.close()
             await procs.terminate_group(conn.pid)
             self.zygote.context.tracker.discard(conn.pid)
+
+
+def _request(
+    purge: list[Path], modules: list[Path], bytecode: Path | None, *, describe: bool
+) -> dict[str, Any]:
+    """A re-collection request (see ``pytest_plugin.recollect``). The process that lists the
+    tests is the first: it compiles the changed modules for the others."""
+    request: dict[str, Any] = {
+        "purge": list(map(str, purge)),
+        "modules": list(map(str, modules)),
+        "describe": describe,
+        "compile": describe,
+    }
+    if bytecode is not None:
+        request["bytecode"] = str(bytecode)
+    return request
 
 
 def not_collected(collected: int) -> Outcome:

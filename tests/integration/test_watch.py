@@ -322,7 +322,7 @@ def test_an_edit_keeping_size_and_mtime_runs_the_new_code(
     # recorded source size and modification second match, which this edit keeps (as `cp -p`,
     # `rsync -t` or a quick same-size edit within the second do).
     project.extra_env["PYTHONDONTWRITEBYTECODE"] = ""
-    _project(project, workers=1)
+    _project(project, workers=2)
     watch = watching()
     watch.wait_pass(1)
     run_id = str(watch.record()["run_id"])
@@ -337,6 +337,14 @@ def test_an_edit_keeping_size_and_mtime_runs_the_new_code(
         "tests/test_counter.py::test_counter_again": "passed",
     }, watch.describe()
     assert "assert 1 == 2" in second
+    # Again: the bytecode the workers share (compiled by one of them) is not trusted either.
+    _edit(path, "EXPECTED = 2", "EXPECTED = 1")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    third = watch.wait_pass(3)
+    assert watch.ran(third) == {
+        "tests/test_counter.py::test_fresh_data_every_pass": "passed",
+        "tests/test_counter.py::test_counter_again": "passed",
+    }, watch.describe()
     assert watch.stop() == 130
     project.assert_clean(run_id)
 
