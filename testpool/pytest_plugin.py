@@ -210,12 +210,10 @@ class _Zygote(_Collector):
     "status": code}`` as children end; SIGCHLD is held back while a message is written, so
     messages never interleave, even when the handler would run in the middle of a long one.
 
-    ``--watch`` also sends a message without a socket: ``{"recollect": {"purge": [files],
-    "modules": [files]}}``. The zygote forgets the Python modules of ``purge`` (so they are
-    imported anew), collects the test files of ``modules`` again (new ones too, where pytest
-    would collect them; a file gone loses its tests) and answers ``{"recollected": {"items":
-    [...], "errors": [[file, text]], "unplaced": [files]}}`` with every test it now has (see
-    :func:`describe`). The workers forked after that run the new code.
+    ``--watch`` also sends a message without a socket, ``{"recollect": {...}}``, and the same
+    line reaches every forked worker in place of a node id: both collect the changed files
+    again (see :func:`recollect`) and answer ``{"recollected": {...}}``, the zygote on the
+    result fd, a worker on its socket. Workers forked after that run the new code too.
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
