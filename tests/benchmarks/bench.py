@@ -721,6 +721,7 @@ def bench_watch(root: Path, runs: int, results: dict[str, Any]) -> None:
         try:
             watch.wait_passes(1)
             changes = [("a test module", "e2e/test_stats.py", "e2e/test_stats.py", edits)]
+            label = " (re-imported in the workers)" if refork == "0" else " (workers forked anew)"
             if refork == "0":
                 changes += [
                     ("conftest.py (a new zygote collects)", "e2e/conftest.py", "e2e/", max(3, runs)),
@@ -728,8 +729,8 @@ def bench_watch(root: Path, runs: int, results: dict[str, Any]) -> None:
                 ]  # fmt: skip
             for change, path, prefix, count in changes:
                 starts, _ = _edit_and_time(watch, example / path, prefix, count)
-                if refork == "1":
-                    change += " (workers forked anew)"
+                if change == "a test module":
+                    change += label
                 rows.append({"change": change, "suite": "e2e/, 128 tests", "starts": starts})
         finally:
             watch.stop()
@@ -853,7 +854,8 @@ def render(results: dict[str, Any], runs: int) -> str:
         lines += [
             "",
             "7. watch mode: `testpool --watch`, 4 workers, session mode; from writing a file to the first rerun test's",
-            "   start (testpool's record); body = to the first rerun test's body starting (fork and fixtures included)",
+            "   start (as testpool records it); body = to that test's body starting (its fixtures set up, and where the",
+            "   workers are forked anew, the fork and its session fixtures too)",
             "",
             "| change | suite | edits | median (ms) | max (ms) | body median (ms) |",
             "|---|---|---:|---:|---:|---:|",
