@@ -441,8 +441,22 @@ class WatchSession:
                 raise _Restart(f"a test now needs service {missing[0]}")
         if not any(item.run for item in items):
             say(self.out, "testpool: no test depends on what changed")
+            self._forget_removed()
             return None
         return items
+
+    def _forget_removed(self) -> None:
+        """Tests that are gone leave the reports too (a pass would have said so otherwise)."""
+        if self.merged is None:
+            return
+        present = set(self.order)
+        if all(result.id in present for result in self.merged.results):
+            return
+        kept = [result for result in self.merged.results if result.id in present]
+        self.merged = replace(self.merged, results=kept)
+        self.latest = {k: v for k, v in self.latest.items() if k in present}
+        with contextlib.suppress(OSError):
+            write_reports(self.merged, self.config.results_path)
 
     def _plan(self, ready: Ready, look: Look) -> list[PlanItem]:
         """The cache's plan for the suite as it is now, against what each test last ran (or

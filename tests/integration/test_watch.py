@@ -263,8 +263,19 @@ def test_each_change_reruns_exactly_what_it_affects(project: Project, watching: 
     assert statuses["tests/test_plain.py::test_plain"] == "passed"
     assert len(statuses) == 6
 
+    # A test file removed: nothing reruns, and its tests leave the reports.
+    (project.root / "tests/test_new.py").unlink()
+    eighth = watch.wait_pass(8)
+    assert "no test depends on what changed" in eighth, watch.describe()
+    report = project.report()
+    assert report is not None
+    assert {t["id"] for t in report["tests"]} == set(statuses) - {
+        "tests/test_new.py::test_brand_new",
+        "tests/test_new.py::test_two",
+    }
+
     assert watch.stop() == 130, watch.describe()
-    assert watch.passes() == 7, watch.describe()
+    assert watch.passes() == 8, watch.describe()
     assert "interrupted" in watch.text
     project.assert_clean(run_id)
 
