@@ -321,6 +321,10 @@ class WatchSession:
                 print_error(self.err, error.message, error.detail)
                 self._watching()
                 continue
+            except OSError as error:  # e.g. a DATA_DIR a test left in a state we cannot reset
+                print_error(self.err, f"--watch could not get ready for a rerun: {error}")
+                self._watching()
+                continue
             if items is None:
                 self._watching()
                 continue
