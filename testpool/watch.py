@@ -423,13 +423,15 @@ class WatchSession:
         collecting = asyncio.ensure_future(self._update_suite(run, look))
         await _both(servers, collecting)
         failed = servers.exception()
-        if isinstance(failed, WorkerStartError):
+        if failed is not None:
+            # What the suite's update found is looked at again with the next change.
+            collecting.exception()  # (retrieved: an error there is not reported twice)
+            if not isinstance(failed, WorkerStartError):
+                raise failed
             self.servers_down = "the servers did not start last time"
             print_error(self.err, failed.message, failed.detail)
             say(self.err, "testpool: fix it and save: the servers are started again then")
             return None
-        if failed is not None:
-            raise failed
         self.servers_down = ""
         ready = collecting.result()
         # The zygote forks the workers while the pass is planned.
