@@ -383,6 +383,12 @@ def test_conftest_and_broken_modules(project: Project, watching: Start) -> None:
     fourth = watch.wait_pass(4)
     assert watch.ran(fourth) == {"tests/test_plain.py::test_plain": "passed"}, watch.describe()
 
+    # A test file in a folder that held none: collected by a new zygote.
+    project.write("tests/deeper/test_deep.py", "def test_deep():\n    pass\n")
+    fifth = watch.wait_pass(5)
+    assert "collecting the suite again (a test file in a new folder)" in fifth, watch.describe()
+    assert watch.ran(fifth) == {"tests/deeper/test_deep.py::test_deep": "passed"}, watch.describe()
+
     assert watch.stop() == 130
     project.assert_clean(run_id)
 
