@@ -41,6 +41,7 @@ from testpool.cache import (
     CacheEntry,
     PlanItem,
     SharedInputs,
+    manifests_for,
     plan,
     shared_inputs,
 )
@@ -275,12 +276,14 @@ class WatchSession:
         self.known: dict[str, Mapping[str, str]] = {
             item.case.id: item.inputs for item in prepared.items
         }
-        hasher = prepared.hasher or FileHasher(config.root)
+        hasher = prepared.hasher
         self.snapshot = hasher.digests()  # what the first pass was planned from
         # The same hasher answers from what it read then (the secrets digest is read anew).
         self.shared = shared_inputs(config, prepared.runner, hasher, self.salt)
         self.dependencies = _dependencies(prepared.runner)  # as of the last plan
         self.latest: dict[str, TestResult] = {}
+        # Why the plan ran or skipped each test of the pass that runs (report.json, as a run's)
+        self.reasons = {item.case.id: item.reason for item in prepared.items}
         self.restart_reason = ""  # set when the run must start again (the configuration)
         self.servers_down = ""  # why the servers did not come back (retried on each change)
         self.decided: dict[str, Outcome] = {}  # tests of the next pass failed before it runs
@@ -328,6 +331,7 @@ class WatchSession:
             if items is None:
                 self._watching()
                 continue
+            self.reasons = {item.case.id: item.reason for item in items}
             summary = await run.run_pass(
                 [item for item in items if item.run],
                 [item for item in items if not item.run],
@@ -339,6 +343,12 @@ class WatchSession:
             if run.error is not None:
                 return
 
+    def explained(self, summary: RunSummary) -> RunSummary:
+        """``summary`` with why the pass ran or skipped each of its tests (as a run's
+        report.json has it; `testpool explain` shows it)."""
+        results = [replace(r, reason=self.reasons.get(r.id, r.reason)) for r in summary.results]
+        return replace(summary, results=results)
+
     def _watching(self) -> None:
         say(self.out, "testpool: watching for changes (Ctrl-C to stop)", style="dim")
 
@@ -346,6 +356,7 @@ class WatchSession:
         """Print the pass's result, remember what each test ran against, write the reports of
         the suite as it stands."""
         inputs = {item.case.id: item.inputs for item in items}
+        summary = self.explained(summary)
         for result in summary.results:
             if result.status is Status.NOT_RUN:
                 self.known.pop(result.id, None)  # no verdict: it runs with the next change
@@ -478,6 +489,11 @@ class WatchSession:
             tests={k: CacheEntry(Status.PASSED, 0.0, "", v) for k, v in self.known.items()},
         )
         items = plan(ready.cases, as_if_passed, look.runner, look.hasher, look.shared)
+        # What the digests of the tests to rerun are made of, for `testpool explain` (as a run
+        # records them)
+        self.prepared.store.manifests.update(
+            manifests_for([i for i in items if i.run], look.runner, look.hasher, look.shared)
+        )
         self.snapshot = look.hasher.digests()
         self.shared = look.shared
         if look.dependencies is not None:
@@ -772,7 +788,7 @@ def watch_suite(
                 style="dim",
             )
             summary = _run(config, options, prepared, scope, out, session)
-        merged, _ = merge(session.latest, summary, session.order)
+        merged, _ = merge(session.latest, session.explained(summary), session.order)
         if session.restart_reason:
             say(out, f"testpool: {session.restart_reason}: starting again")
             config = reload_config()
@@ -799,11 +815,16 @@ def _run(
 
     logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
     logs.create()
+    to_run = [item for item in prepared.items if item.run]
+    # As a run without --watch does (see testpool.app._run): for `testpool explain`.
+    prepared.store.manifests.update(
+        manifests_for(to_run, prepared.runner, prepared.hasher, prepared.shared)
+    )
     run = Run(
         config,
         options,
         prepared.runner,
-        to_run=[item for item in prepared.items if item.run],
+        to_run=to_run,
         cached=[item for item in prepared.items if not item.run],
         order=[item.case.id for item in prepared.items],
         durations=prepared.data.durations(),

@@ -619,3 +619,45 @@ def test_a_worker_forked_after_a_change_runs_the_new_code(
     assert second.index("test_crashes_its_worker") < second.index("test_value")
     assert watch.stop() == 130
     project.assert_clean(run_id)
+
+
+def test_each_pass_records_reasons_evidence_and_the_html_report(
+    project: Project, watching: Start
+) -> None:
+    """What a run records (issue 15a) a watch pass records too: why each test reran (in
+    report.json and in the cache, for `testpool explain`, with what its digests were made of),
+    a failed attempt's server log slice and DATA_DIR listing, and report.html."""
+    _project(project, workers=1)
+    watch = watching()
+    watch.wait_pass(1)
+    run_id = str(watch.record()["run_id"])
+    html = project.root / project.results_dir / "report.html"
+    first_page = html.read_text()
+    bump = "tests/test_counter.py::test_fresh_data_every_pass"
+    assert bump in first_page
+
+    _edit(project.root / "tests/helper.py", "EXPECTED = 1", "EXPECTED = 2")
+    second = watch.wait_pass(2)
+    assert watch.ran(second)[bump] == "failed", watch.describe()
+    report = project.report()
+    assert report is not None
+    tests = {t["id"]: t for t in report["tests"]}
+    assert tests[bump]["reason"] == "shared test code changed"
+    assert tests["tests/test_plain.py::test_plain"]["reason"] == "not in cache"  # pass 1's
+    evidence = tests[bump]["attempts"][-1]["evidence"]
+    # The counter the failed test left in its DATA_DIR, listed before the next pass re-seeds.
+    assert "counter" in {entry["path"] for entry in evidence["data_dir"]}, evidence
+    assert "server_log" in evidence
+    page = html.read_text()
+    assert page != first_page and "assert 1 == 2" in page
+    cached = project.cache()
+    assert cached["tests"][bump]["reason"] == "shared test code changed"
+    assert watch.stop() == 130
+
+    # `testpool explain` names the helper from what the pass recorded.
+    _edit(project.root / "tests/helper.py", "EXPECTED = 2", "EXPECTED = 1")
+    explained = project.run("explain", "test_fresh_data_every_pass")
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert "ran because shared test code changed: failed" in explained.stdout, explained.stdout
+    assert "tests/helper.py (modified)" in explained.stdout, explained.stdout
+    project.assert_clean(run_id)
