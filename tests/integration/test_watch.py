@@ -621,6 +621,119 @@ def test_a_worker_forked_after_a_change_runs_the_new_code(
     project.assert_clean(run_id)
 
 
+def test_modules_reading_the_workers_variables_at_import(project: Project, watching: Start) -> None:
+    """A test module that reads the worker's variables at import is imported anew in the
+    worker (issue 11c) after --watch collects it again with the stand-ins: edited, newly
+    reading, fixed after failing there, and in a worker forked from the zygote after the
+    change. A worker that lists the suite lists the zygote's ids, not its own."""
+    _project(project, workers=1)
+    reads = """
+        import os
+
+        BASE = os.environ["TEST_BASE_URL"]
+        VALUE = 1
+
+        def test_base_is_the_workers():
+            assert BASE == os.environ["TEST_BASE_URL"] != ""
+            assert "testpool-collection-time" not in BASE
+            assert VALUE > 0
+        """
+    project.write("tests/test_reads.py", reads)
+    project.write(
+        "tests/test_late.py",
+        """
+        import os
+
+        def test_late():
+            base = os.environ["TEST_BASE_URL"]
+            assert base.startswith("http://127.0.0.1:")
+        """,
+    )
+    project.write(
+        "tests/test_bad.py",
+        """
+        import os
+
+        assert "testpool-collection-time" in os.environ["TEST_BASE_URL"], "a worker's value"
+
+        def test_bad():
+            pass
+        """,
+    )
+    project.write(
+        "tests/test_ids.py",
+        """
+        import os
+        import pytest
+
+        URL = os.environ["TEST_BASE_URL"]
+
+        @pytest.mark.parametrize("n", [1, 2], ids=[URL, "b"])
+        def test_ids(n):
+            pass
+        """,
+    )
+    project.write(
+        "tests/test_a_forked.py",
+        """
+        import os, time
+
+        def test_crashes_its_worker():
+            time.sleep(0.5)  # first (no duration is known yet: in the file's order)
+            os._exit(3)
+        """
+        + reads,
+    )
+    watch = watching()
+    first = watch.wait_pass(1)
+    ran = watch.ran(first)
+    assert ran["tests/test_reads.py::test_base_is_the_workers"] == "passed", watch.describe()
+    assert ran["tests/test_bad.py::test_bad"] == "failed", watch.describe()
+    assert ran["tests/test_ids.py::test_ids[b]"] == "passed", watch.describe()
+    run_id = str(watch.record()["run_id"])
+    report = project.report()
+    assert report is not None
+    ids = {t["id"] for t in report["tests"]}
+    assert "tests/test_ids.py::test_ids[http://testpool-collection-time.invalid]" in ids, ids
+
+    # Edited: collected again with the stand-ins, then imported anew with the worker's values.
+    _edit(project.root / "tests/test_reads.py", "VALUE = 1", "VALUE = 2")
+    second = watch.wait_pass(2)
+    assert watch.ran(second) == {"tests/test_reads.py::test_base_is_the_workers": "passed"}, (
+        watch.describe()
+    )
+
+    # A module that starts reading one at import.
+    _edit(
+        project.root / "tests/test_late.py",
+        "def test_late():\n    base = os.environ",
+        'BASE = os.environ["TEST_BASE_URL"]\n\ndef test_late():\n    base = BASE or os.environ',
+    )
+    third = watch.wait_pass(3)
+    assert watch.ran(third) == {"tests/test_late.py::test_late": "passed"}, watch.describe()
+
+    # A module that failed when imported anew in the worker, fixed: imported anew again.
+    _edit(project.root / "tests/test_bad.py", '"testpool-collection-time" in', '"" in')
+    fourth = watch.wait_pass(4)
+    assert watch.ran(fourth) == {"tests/test_bad.py::test_bad": "passed"}, watch.describe()
+
+    # A worker forked after the change (replacing one that crashed) imports it anew too.
+    _edit(project.root / "tests/test_a_forked.py", "VALUE = 1", "VALUE = 3")
+    fifth = watch.wait_pass(5)
+    assert watch.ran(fifth) == {
+        "tests/test_a_forked.py::test_crashes_its_worker": "failed",
+        "tests/test_a_forked.py::test_base_is_the_workers": "passed",
+    }, watch.describe()
+    assert fifth.index("test_crashes_its_worker") < fifth.index("test_base_is_the_workers")
+
+    # The worker listed the suite after each change: with the zygote's ids throughout.
+    report = project.report()
+    assert report is not None
+    assert {t["id"] for t in report["tests"]} == ids
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
+
+
 def test_each_pass_records_reasons_evidence_and_the_html_report(
     project: Project, watching: Start
 ) -> None:
