@@ -12,7 +12,9 @@ worker, where a fresh pytest per test (process mode) reads the worker's value. S
    tests import) are noted for the failures they may cause.
 2. In a forked worker, before the first test of a stale module runs there, the module is
    imported and collected anew with the worker's environment and its tests replaced
-   (:class:`Renewal`, :func:`recollect`): once per module per worker process.
+   (:class:`Renewal`, :func:`recollect`): once per module per worker process, and once more
+   after ``--watch`` collects the module's file again (with the stand-ins, noting the reads
+   the same way: see ``pytest_plugin.recollect``).
 3. What cannot be imported anew keeps its stand-in, and a failing test says who read what
    (:func:`readers_for`, :func:`describe`).
 
