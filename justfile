@@ -10,6 +10,10 @@ test:
 test-file PATTERN:
     {{venv}}/testpool --workers 4 --file {{PATTERN}}
 
+# Run the example suite, then rerun what each file change affects until Ctrl-C
+watch:
+    {{venv}}/testpool --workers 4 --watch
+
 # Run every test, ignoring the cache
 test-full:
     {{venv}}/testpool --workers 4 --full

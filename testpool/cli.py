@@ -270,6 +270,12 @@ _full_option = click.option(
     help="With --queue: a test whose machine stops renewing its lease for this long goes to "
     "another machine [env: TESTPOOL_LEASE_TIMEOUT; default: 30].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="After the run, keep the pool up, watch the project's files and rerun the tests each "
+    "change affects (restarting the servers when their sources change), until Ctrl-C.",
+)
 @_config_option
 @click.version_option(__version__, "--version", prog_name="testpool")
 @click.pass_context
@@ -290,6 +296,7 @@ def cli(
     build: str | None,
     resume: bool,
     lease_timeout: float | None,
+    watch: bool,
     config_path: Path | None,
 ) -> int:
     """Run the end-to-end suite in parallel against isolated dev-server workers.
@@ -324,10 +331,18 @@ def cli(
             shard=_shard(shard),
             queue=_queue(queue_url, build, resume, lease_timeout, shard),
         )
-        config = _config(
-            config_path, workers=workers, startup_timeout=timeout, test_timeout=test_timeout
-        )
+
+        def load() -> Config:
+            return _config(
+                config_path, workers=workers, startup_timeout=timeout, test_timeout=test_timeout
+            )
+
+        config = load()
         out, err = make_consoles()
+        if watch:
+            from testpool.watch import watch_suite
+
+            return watch_suite(config, options, out, err, reload_config=load)
         return run_suite(config, options, out, err)
 
     return _guard(action)

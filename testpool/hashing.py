@@ -17,7 +17,22 @@ IGNORED_DIRS = frozenset(
     {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 )
 IGNORED_SUFFIXES = (".pyc", ".pyo")
+# What editors leave beside the file being edited (vim's swap files, backups ending in "~",
+# emacs's autosave and lock files, JetBrains' safe-write temporaries). They come and go while a
+# file is open, so hashing them would make every test look changed (and `--watch` rerun the
+# suite every few seconds while a file is being edited).
+EDITOR_SUFFIXES = (".swp", ".swo", ".swx", "~", "___jb_tmp___", "___jb_old___")
 MISSING = "missing"
+
+
+def is_ignored_name(name: str) -> bool:
+    """A file name whose content never decides a test's result (bytecode, editors' files)."""
+    return (
+        name.endswith(IGNORED_SUFFIXES)
+        or name.endswith(EDITOR_SUFFIXES)
+        or name.startswith(".#")
+        or (len(name) > 1 and name.startswith("#") and name.endswith("#"))
+    )
 
 
 class FileHasher:
@@ -54,6 +69,11 @@ class FileHasher:
     def tree(self, folder: Path) -> str:
         return self.files(walk_files(folder))
 
+    def digests(self) -> dict[Path, str]:
+        """Every file this hasher has read so far, and its digest (what a plan was made from:
+        ``--watch`` compares two of these to tell which files changed)."""
+        return dict(self._memo)
+
     def _name(self, path: Path) -> str:
         try:
             return path.relative_to(self.root).as_posix()
@@ -62,12 +82,12 @@ class FileHasher:
 
 
 def walk_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` except bytecode and VCS internals."""
+    """Every file under ``folder`` except bytecode, VCS internals and editors' files."""
     found: list[Path] = []
     for current, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if d not in IGNORED_DIRS]
         base = Path(current)
-        found.extend(base / name for name in names if not name.endswith(IGNORED_SUFFIXES))
+        found.extend(base / name for name in names if not is_ignored_name(name))
     return found
 
 
@@ -85,7 +105,7 @@ def expand_globs(root: Path, patterns: Iterable[str]) -> list[Path]:
                 continue
             if match.is_dir():
                 folders.add(match)
-            elif match.is_file() and not match.name.endswith(IGNORED_SUFFIXES):
+            elif match.is_file() and not is_ignored_name(match.name):
                 found.add(match)
     # "src/**" matches every sub-folder too: walk only the outermost ones.
     walked: list[Path] = []

@@ -422,6 +422,8 @@ class Pool:
 
     async def wait_for_death(self, worker: Worker) -> None:
         """Return when the worker's current server process exits."""
+        if worker.pane_pid <= 0:
+            return  # stopped
         await procs.watch_exit(worker.pane_pid)
 
     async def restart(self, worker: Worker, reason: str) -> bool:
@@ -436,6 +438,34 @@ class Pool:
             worker.log.note(f"worker retired after {worker.restarts} restarts ({reason})")
             return False
         worker.restarts += 1
+        try:
+            await self._replace(worker, reason)
+        except WorkerStartError as error:
+            worker.log.note(f"restart failed: {error.message}")
+            await self._stop_server(worker)
+            self.set_state(worker, WorkerState.RETIRED)
+            return False
+        return True
+
+    async def renew(self, worker: Worker, reason: str) -> None:
+        """``--watch``: replace the worker's server with one started from the sources as they
+        are now, on a fresh ``DATA_DIR`` (the ``files`` templates read again). Not counted as
+        a restart; a retired worker comes back. Raises :class:`WorkerStartError` (with the
+        server's log tail) if the new server does not become healthy; the worker is then
+        stopped until the next renewal."""
+        await self._stop_server(worker)
+        worker.restarts = 0
+        self._templates = _read_templates(self.config)
+        try:
+            await self._replace(worker, reason)
+        except WorkerStartError:
+            await self._stop_server(worker)
+            self.set_state(worker, WorkerState.STOPPED)
+            raise
+
+    async def _replace(self, worker: Worker, reason: str) -> None:
+        """Start a new server for ``worker`` on a fresh ``DATA_DIR`` (the old one is stopped)
+        and wait until it is healthy."""
         worker.generation += 1
         self.set_state(worker, WorkerState.RESTARTING)
         worker.log.note(f"restarting the server ({reason})")
@@ -443,14 +473,7 @@ class Pool:
         worker.data_dir = self._make_data_dir(worker.index)
         worker.server_env = self.worker_env(worker.index, worker.data_dir)
         self._spawn(worker)
-        try:
-            await self.wait_ready(worker)
-        except WorkerStartError as error:
-            worker.log.note(f"restart failed: {error.message}")
-            await self._stop_server(worker)
-            self.set_state(worker, WorkerState.RETIRED)
-            return False
-        return True
+        await self.wait_ready(worker)
 
     # --- stop ------------------------------------------------------------------------------
 
@@ -459,6 +482,8 @@ class Pool:
             await procs.terminate_group(worker.pane_pid)
             if self.settings.journal:
                 self.settings.journal.remove_process(worker.pane_pid)
+            # Its process group is gone: never signal that id again (it may be reused).
+            worker.pane_pid = 0
         if self._tmux is not None:
             self._tmux.kill_session(worker.session)
 

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fnmatch
 import gc
+import importlib
 import json
+import linecache
 import os
 import random
 import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -59,16 +64,21 @@ OUTPUT_LIMIT = 4 * 1024 * 1024
 TRUNCATED_NOTE = "[testpool: earlier output truncated]\n"
 
 
-if CMD_FD in os.environ and RESULT_FD in os.environ:
-    # In the zygote (or a pytest a worker's test starts, which pytest_configure tells apart):
-    # note who reads a per-worker variable from now on, before pytest imports the other
-    # plugins and the first conftest.py files, until collection ends. A shared API_TOKEN (set
-    # by the config or the secrets) is the same on every worker: reading it is fine.
-    pytest_reimport.watch(
+def _watched_names() -> list[str]:
+    """The per-worker variables whose reads at import matter. A shared API_TOKEN (set by the
+    config or the secrets) is the same on every worker: reading it is fine."""
+    return [
         name
         for name in pytest_reimport.PER_WORKER
         if name != "API_TOKEN" or os.environ.get(name) == COLLECTION_MARK
-    )
+    ]
+
+
+if CMD_FD in os.environ and RESULT_FD in os.environ:
+    # In the zygote (or a pytest a worker's test starts, which pytest_configure tells apart):
+    # note who reads a per-worker variable from now on, before pytest imports the other
+    # plugins and the first conftest.py files, until collection ends.
+    pytest_reimport.watch(_watched_names())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -162,15 +172,19 @@ class _CollectExport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        items = []
-        for item in session.items:
-            module_file = item.nodeid.split("::", 1)[0]
-            defined_in = item.location[0].replace(os.sep, "/")
-            requires = [str(name) for mark in item.iter_markers("requires") for name in mark.args]
-            markers = sorted({mark.name for mark in item.iter_markers()})
-            items.append([item.nodeid, module_file, defined_in, requires, markers])
+        items = [describe(item) for item in session.items]
         with open(self._path, "w") as handle:
             json.dump({"items": items, "errors": session.testsfailed}, handle)
+
+
+def describe(item: pytest.Item) -> list[Any]:
+    """What testpool learns of a collected test: ``[node id, module file, file defining it,
+    services it requires, marker names]``."""
+    module_file = item.nodeid.split("::", 1)[0]
+    defined_in = item.location[0].replace(os.sep, "/")
+    requires = [str(name) for mark in item.iter_markers("requires") for name in mark.args]
+    markers = sorted({mark.name for mark in item.iter_markers()})
+    return [item.nodeid, module_file, defined_in, requires, markers]
 
 
 class _Collector:
@@ -226,8 +240,13 @@ class _Zygote(_Collector):
     the zygote forks; the child becomes a worker (its own session, the worker's environment,
     its own output file and capture) and talks to testpool over the attached socket. On the
     result fd the zygote reports ``{"ready": n}`` once collected and ``{"exited": pid,
-    "status": code}`` as children end. Those are single ``os.write`` calls below PIPE_BUF, so
-    they never interleave, even when the SIGCHLD handler writes in the middle of the main loop.
+    "status": code}`` as children end; SIGCHLD is held back while a message is written, so
+    messages never interleave, even when the handler would run in the middle of a long one.
+
+    ``--watch`` also sends a message without a socket, ``{"recollect": {...}}``, and the same
+    line reaches every forked worker in place of a node id: both collect the changed files
+    again (see :func:`recollect`) and answer ``{"recollected": {...}}``, the zygote on the
+    result fd, a worker on its socket. Workers forked after that run the new code too.
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
@@ -235,6 +254,11 @@ class _Zygote(_Collector):
         self._cmd_fd = cmd_fd
         self._result_fd = result_fd
         self._reads: list[pytest_reimport.Read] = []
+        self._items: dict[str, pytest.Item] = {}
+        # What the workers it forks start from: the test modules to import anew, the readers
+        # that cannot be (both kept up to date by --watch's re-collections).
+        self._renewal = Renewal({})
+        self._stuck: list[Stuck] = []
 
     @pytest.hookimpl(wrapper=True)
     def pytest_collection(self, session: pytest.Session) -> Any:
@@ -244,7 +268,15 @@ class _Zygote(_Collector):
             self._reads = pytest_reimport.stop_watching()  # before any fork
 
     def _send(self, message: dict[str, Any]) -> None:
-        os.write(self._result_fd, (json.dumps(message) + "\n").encode())
+        data = memoryview((json.dumps(message) + "\n").encode())
+        # A long message takes several writes; the SIGCHLD handler (which sends too) must not
+        # cut into it.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            while data:
+                data = data[os.write(self._result_fd, data) :]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _reap(self, signum: int, frame: Any) -> None:
         while True:
@@ -258,21 +290,28 @@ class _Zygote(_Collector):
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        items = {item.nodeid: item for item in session.items}
+        self._items = {item.nodeid: item for item in session.items}
         modules = pytest_reimport.modules_by_file(session.items)
-        stale, stuck = pytest_reimport.sort_reads(self._reads, modules)
-        renewal = Renewal(stale)  # each fork starts from the zygote's copy
+        stale, self._stuck = pytest_reimport.sort_reads(self._reads, modules)
+        self._renewal = Renewal(stale)  # each fork starts from the zygote's copy
         signal.signal(signal.SIGCHLD, self._reap)
         # Everything collected so far lives as long as the workers: keep it out of the
         # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
         gc.freeze()
-        self._send({"ready": len(items)})
+        self._send({"ready": len(self._items)})
         control = socket.socket(fileno=self._cmd_fd)
         while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
             if not data:
                 _finish_worker(session)  # testpool closed the control socket: the zygote is done
             if not fds:
+                request = json.loads(data)
+                if "recollect" in request:
+                    self._items, answer = recollect(
+                        session, self._items, request["recollect"], self._renewal, self._stuck
+                    )
+                    self._send({"recollected": answer})
+                    gc.freeze()
                 continue
             pid = os.fork()
             if pid == 0:
@@ -283,9 +322,229 @@ class _Zygote(_Collector):
                     channel = _become_worker(session, json.loads(data), fds[0])
                 except BaseException:
                     os._exit(70)
-                _serve(session, items, channel, self, renewal, stuck)
+                _serve(session, self._items, channel, self, self._renewal, self._stuck)
                 _finish_worker(session)
             os.close(fds[0])
+
+
+def recollect(
+    session: pytest.Session,
+    items: dict[str, pytest.Item],
+    request: dict[str, Any],
+    renewal: Renewal,
+    stuck: list[Stuck],
+) -> tuple[dict[str, pytest.Item], dict[str, Any]]:
+    """``--watch``: forget the modules of ``request["purge"]`` and collect the test files of
+    ``request["modules"]`` again (new ones too, where pytest would collect them; a file gone
+    loses its tests). Returns the tests now collected and the answer for testpool: every test
+    (see :func:`describe`), the files that did not collect, the new files that could not be
+    placed (in a folder where nothing was collected: testpool then collects anew), and the
+    files of ``purge`` that were loaded modules.
+
+    Runs in the zygote and in every forked worker, with the environment pytest collected in
+    (the stand-ins), so a module reads at import what it would read in a fresh run, and the
+    tests listed are those a fresh collection would list. As while the suite was collected,
+    the reads of per-worker variables are noted: a test module collected again that read one
+    is imported anew with the worker's values before its first test there (``renewal``, in
+    this worker and in those forked from now on); other readers join ``stuck``."""
+    forgotten = _forget_modules({os.path.realpath(path) for path in request["purge"]})
+    errors = _FailedCollections()
+    session.config.pluginmanager.register(errors, "testpool-recollect")
+    reads: list[pytest_reimport.Read] = []
+    try:
+        stale = request["purge"] if request.get("compile", True) else []
+        with (
+            _collection_environ(),
+            _shared_bytecode(request.get("bytecode"), stale),
+            _noting_reads(reads),  # inside: not the environment's swaps
+        ):
+            fresh, unplaced = _collect_files(session, items, [Path(p) for p in request["modules"]])
+    except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
+        fresh, unplaced = {}, list(request["modules"])
+        errors.reports.append(["", traceback.format_exc()])
+    finally:
+        session.config.pluginmanager.unregister(errors)
+    modules = pytest_reimport.modules_by_file(item for found in fresh.values() for item in found)
+    to_renew, others = pytest_reimport.sort_reads(reads, modules)
+    renewal.collected_again(list(fresh), to_renew)
+    stuck[:] = pytest_reimport.still_stuck(stuck, others, forgotten)
+    updated: dict[str, pytest.Item] = {}
+    placed: set[Path] = set()
+    for nodeid, item in items.items():
+        node = _file_node(item)
+        path = node.path if node is not None else None
+        if path is None or path not in fresh:
+            updated[nodeid] = item
+        elif path not in placed:  # the file's new tests where its old ones were
+            placed.add(path)
+            updated.update((new.nodeid, new) for new in fresh[path])
+    for path in sorted(set(fresh) - placed):  # files that had no test before
+        updated.update((new.nodeid, new) for new in fresh[path])
+    answer = {
+        # Every test, unless the caller does not need the list (a worker, but one).
+        "items": [describe(item) for item in renewal.as_collected(updated.values())]
+        if request.get("describe", True)
+        else [],
+        "errors": errors.reports,
+        "unplaced": unplaced,
+        "forgotten": forgotten,
+    }
+    return updated, answer
+
+
+def _collect_files(
+    session: pytest.Session, items: dict[str, pytest.Item], paths: list[Path]
+) -> tuple[dict[Path, list[pytest.Item]], list[str]]:
+    """The tests of each file in ``paths`` as pytest collects them now (none for a file that
+    is gone, ignored or not a test file), and the files it cannot place: new test files in a
+    folder where nothing was collected before."""
+    by_file: dict[Path, tuple[pytest.File, list[pytest.Item]]] = {}
+    for item in items.values():
+        node = _file_node(item)
+        if node is not None:
+            by_file.setdefault(node.path, (node, []))[1].append(item)
+    folders = {path.parent: node.parent for path, (node, _) in by_file.items() if node.parent}
+    patterns = session.config.getini("python_files")
+    fresh: dict[Path, list[pytest.Item]] = {}
+    unplaced: list[str] = []
+    for path in paths:
+        old = by_file.get(path)
+        if old is not None:
+            _forget_fixtures(*old)
+        parent = old[0].parent if old is not None else folders.get(path.parent)
+        if not path.is_file():
+            fresh[path] = []
+        elif parent is None:
+            if any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
+                unplaced.append(str(path))
+        elif parent.ihook.pytest_ignore_collect(collection_path=path, config=session.config):
+            fresh[path] = []
+        else:
+            fresh[path] = [
+                item
+                for collector in parent.ihook.pytest_collect_file(file_path=path, parent=parent)
+                for item in session.genitems(collector)
+            ]
+    every = [item for found in fresh.values() for item in found]
+    session.config.hook.pytest_collection_modifyitems(
+        session=session, config=session.config, items=every
+    )
+    kept = {id(item) for item in every}  # what the hook did not deselect (-k, -m)
+    return {path: [i for i in found if id(i) in kept] for path, found in fresh.items()}, unplaced
+
+
+@contextlib.contextmanager
+def _shared_bytecode(folder: str | None, changed: list[str]) -> Iterator[None]:
+    """Compile once for every process: while modules are imported again, bytecode (pytest's
+    rewritten test modules included) is read from and written to ``folder``, the run's own,
+    whatever ``PYTHONDONTWRITEBYTECODE`` says. The first process to import the changed modules
+    removes their old bytecode there (Python trusts a .pyc by its source's size and
+    modification second) and compiles them; the others load what it wrote."""
+    if folder is None:
+        yield
+        return
+    for path in map(Path, changed):
+        cached = Path(folder).joinpath(*path.parent.parts[1:])
+        for stale in cached.glob(f"{path.stem}.*.pyc"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    prefix, dont_write = sys.pycache_prefix, sys.dont_write_bytecode
+    sys.pycache_prefix, sys.dont_write_bytecode = folder, False
+    try:
+        yield
+    finally:
+        sys.pycache_prefix, sys.dont_write_bytecode = prefix, dont_write
+
+
+@contextlib.contextmanager
+def _noting_reads(reads: list[pytest_reimport.Read]) -> Iterator[None]:
+    """Note the reads of per-worker variables (into ``reads``) while a --watch re-collection
+    imports modules, as the zygote does while it collects the suite."""
+    pytest_reimport.watch(_watched_names())
+    try:
+        yield
+    finally:
+        reads += pytest_reimport.stop_watching()
+
+
+# A forked worker's environment before it took on its worker's (see _collection_environ).
+_COLLECTION_ENVIRON: dict[str, str] | None = None
+
+
+@contextlib.contextmanager
+def _collection_environ() -> Iterator[None]:
+    """In a forked worker: the environment the zygote collected in, for as long as modules are
+    imported again (a module-level read of TEST_BASE_URL must see the stand-in, as in a
+    fresh run, not this worker's value)."""
+    if _COLLECTION_ENVIRON is None:
+        yield
+        return
+    own = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_COLLECTION_ENVIRON)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(own)
+
+
+class _FailedCollections:
+    """Collects the errors of a ``--watch`` re-collection (a file that does not import)."""
+
+    def __init__(self) -> None:
+        self.reports: list[list[str]] = []
+
+    @pytest.hookimpl
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.reports.append([report.nodeid, report.longreprtext])
+
+
+def _file_node(item: pytest.Item) -> pytest.File | None:
+    """The test file (a module, or a plugin's file) ``item`` was collected from."""
+    return next((n for n in reversed(item.listchain()) if isinstance(n, pytest.File)), None)
+
+
+def _forget_modules(files: set[str]) -> list[str]:
+    """Drop the modules loaded from ``files`` so the next import runs their new code; returns
+    the files that were loaded."""
+    forgotten = []
+    names = {os.path.basename(path) for path in files}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        # realpath only where the name matches: resolving hundreds of modules' paths is slow.
+        if (
+            isinstance(path, str)
+            and os.path.basename(path) in names
+            and os.path.realpath(path) in files
+        ):
+            del sys.modules[name]
+            forgotten.append(os.path.realpath(path))
+    importlib.invalidate_caches()  # a module file that is new since the last import is found
+    linecache.clearcache()  # tracebacks show the new source
+    return forgotten
+
+
+def _forget_fixtures(file_node: pytest.File, items: list[pytest.Item]) -> None:
+    """Unregister the fixtures an old collection of a file defined (its module, its classes),
+    so the new definitions are the only ones (pytest 9 keys them by node, pytest 8 by node
+    id). Best effort: pytest's private structures, which only decide what memory is kept."""
+    nodes: set[Any] = {file_node}
+    for item in items:
+        chain = item.listchain()
+        nodes.update(chain[chain.index(file_node) :] if file_node in chain else ())
+    manager = getattr(file_node.session, "_fixturemanager", None)
+    with contextlib.suppress(Exception):
+        for by_node in getattr(manager, "_arg2node2fixturedefs", {}).values():
+            for node in nodes:
+                by_node.pop(node, None)
+        for node in nodes:
+            getattr(manager, "_node_autousenames", {}).pop(node, None)
+    with contextlib.suppress(Exception):
+        ids = {node.nodeid for node in nodes}
+        for defs in getattr(manager, "_arg2fixturedefs", {}).values():
+            defs[:] = [d for d in defs if getattr(d, "baseid", None) not in ids]
 
 
 def _finish_worker(session: pytest.Session) -> NoReturn:
@@ -322,6 +581,8 @@ def _become_worker(session: pytest.Session, request: dict[str, Any], fd: int) ->
     os.close(output)
     if capture is not None:
         capture.start_global_capturing()
+    global _COLLECTION_ENVIRON
+    _COLLECTION_ENVIRON = dict(os.environ)
     os.environ.update(request["env"])
     _point_base_url_plugin(session.config)
     random.seed()  # siblings must not share a random sequence
@@ -347,6 +608,10 @@ def _serve(
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
+        if isinstance(nodeid, dict):  # --watch: modules changed (see recollect)
+            items, answer = recollect(session, items, nodeid["recollect"], renewal, stuck)
+            channel.sendall((json.dumps({"recollected": answer}) + "\n").encode())
+            continue
         uncollected = renewal.prepare(session, items, nodeid) if renewal else None
         item = items.get(nodeid)
         if uncollected is not None:

@@ -12,7 +12,9 @@ worker, where a fresh pytest per test (process mode) reads the worker's value. S
    tests import) are noted for the failures they may cause.
 2. In a forked worker, before the first test of a stale module runs there, the module is
    imported and collected anew with the worker's environment and its tests replaced
-   (:class:`Renewal`, :func:`recollect`): once per module per worker process.
+   (:class:`Renewal`, :func:`recollect`): once per module per worker process, and once more
+   after ``--watch`` collects the module's file again (with the stand-ins, noting the reads
+   the same way: see ``pytest_plugin.recollect``).
 3. What cannot be imported anew keeps its stand-in, and a failing test says who read what
    (:func:`readers_for`, :func:`describe`).
 
@@ -188,14 +190,20 @@ class Renewal:
 
     Made in the zygote (so every fork starts from the same list: a fork that replaces a crashed
     one imports them anew too); used by the worker's loop, which calls :meth:`prepare` before
-    each test.
+    each test. With ``--watch``, the zygote and each worker tell it which files they collected
+    again (:meth:`collected_again`), and a worker lists its tests as the zygote has them
+    (:meth:`as_collected`).
     """
 
     def __init__(self, stale: Mapping[pytest.Module, Iterable[str]]) -> None:
         self._stale = {module: frozenset(names) for module, names in stale.items()}
-        # Collectors (a module, a class) that raised or skipped when collected anew: node id
-        # and the verdict for each of their tests.
-        self._uncollected: list[tuple[str, dict[str, Any]]] = []
+        # Collectors (a module, a class) that raised or skipped when collected anew: node id,
+        # the verdict for each of their tests, and the module's file (file_key).
+        self._uncollected: list[tuple[str, dict[str, Any], str]] = []
+        # The tests of each module imported anew here as the zygote collected them, by the
+        # module's file and kind (a file may also have doctests): their ids may hold
+        # stand-ins where the worker's hold its values.
+        self._originals: dict[tuple[str, type], list[pytest.Item]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._stale or self._uncollected)
@@ -213,14 +221,54 @@ class Renewal:
         module = item.getparent(pytest.Module) if item is not None else None
         if module is not None and self._stale.pop(module, None) is not None:
             self._renew(session, items, module)
-        for collector, verdict in self._uncollected:
+        for collector, verdict, _ in self._uncollected:
             if nodeid == collector or nodeid.startswith(collector + "::"):
                 return verdict
         return None
 
+    def collected_again(
+        self, files: Iterable[str | os.PathLike[str]], stale: Mapping[pytest.Module, Iterable[str]]
+    ) -> None:
+        """``--watch`` collected ``files`` again (with the stand-ins, see
+        ``pytest_plugin.recollect``): what was known of their old modules goes (stale, failed
+        to collect anew, imported anew), and their new modules in ``stale`` (those that read a
+        per-worker variable this time) are imported anew before their first test here, and in
+        every worker forked from now on. Called by the zygote and by each forked worker."""
+        keys = {file_key(path) for path in files}
+        self._stale = {m: n for m, n in self._stale.items() if file_key(m.path) not in keys}
+        self._stale.update((module, frozenset(names)) for module, names in stale.items())
+        self._uncollected = [entry for entry in self._uncollected if entry[2] not in keys]
+        self._originals = {k: old for k, old in self._originals.items() if k[0] not in keys}
+
+    def as_collected(self, items: Iterable[pytest.Item]) -> list[pytest.Item]:
+        """``items`` with the tests of each module imported anew here in place of the zygote's
+        (the ids testpool knows: a worker that lists the suite must list those)."""
+        if not self._originals:
+            return list(items)
+        listed: list[pytest.Item] = []
+        done: set[tuple[str, type]] = set()
+        keys: dict[pytest.Module, tuple[str, type]] = {}  # (realpath for each module once)
+        for item in items:
+            module = item.getparent(pytest.Module)
+            key = None
+            if module is not None:
+                key = keys.get(module) or keys.setdefault(
+                    module, (file_key(module.path), type(module))
+                )
+            if key is None or key not in self._originals:
+                listed.append(item)
+            elif key not in done:
+                done.add(key)
+                listed += self._originals[key]
+        for key, old in self._originals.items():
+            if key not in done:  # none of its tests was collected here
+                listed += old
+        return listed
+
     def _renew(
         self, session: pytest.Session, items: dict[str, pytest.Item], module: pytest.Module
     ) -> None:
+        key = file_key(module.path)
         try:
             fresh, uncollected = recollect(session, module)
         except Exception as error:
@@ -229,14 +277,26 @@ class Renewal:
                 "outcome": "failed", "duration": 0.0,
                 "message": message[:300], "output": traceback.format_exc(),
             }  # fmt: skip
-            self._uncollected.append((module.nodeid, verdict))
+            self._uncollected.append((module.nodeid, verdict, key))
             return
-        self._uncollected += [(report.nodeid, collect_verdict(report)) for report in uncollected]
-        old = {nodeid for nodeid, item in items.items() if item.getparent(pytest.Module) is module}
-        for nodeid in old:
-            del items[nodeid]
-        items.update((item.nodeid, item) for item in fresh)
-        session.items = [item for item in session.items if item.nodeid not in old] + fresh
+        self._uncollected += [
+            (report.nodeid, collect_verdict(report), key) for report in uncollected
+        ]
+        old = [item for item in items.values() if item.getparent(pytest.Module) is module]
+        self._originals[(key, type(module))] = old
+        gone = {item.nodeid for item in old}
+        # Where the old tests were (the order a worker lists them in, with --watch).
+        kept, placed = list(items.items()), False
+        items.clear()
+        for nodeid, item in kept:
+            if nodeid not in gone:
+                items[nodeid] = item
+            elif not placed:
+                placed = True
+                items.update((new.nodeid, new) for new in fresh)
+        if not placed:
+            items.update((new.nodeid, new) for new in fresh)
+        session.items = [item for item in session.items if item.nodeid not in gone] + fresh
 
 
 def recollect(
@@ -336,6 +396,23 @@ def collect_verdict(report: pytest.CollectReport) -> dict[str, Any]:
 
 
 # --- 3. what cannot be imported anew -------------------------------------------------------
+
+
+def still_stuck(
+    stuck: Iterable[Stuck], found: Iterable[Stuck], imported: Iterable[str]
+) -> list[Stuck]:
+    """``--watch``: the readers after a re-collection: the earlier ones (less the modules
+    ``imported`` again, whose reads, if they still read, are among ``found``) and those
+    ``found`` while it collected. Called by the zygote and by each forked worker."""
+    again = {file_key(path) for path in imported}
+    merged = {reader.path: reader for reader in stuck if file_key(reader.path) not in again}
+    for reader in found:
+        earlier = merged.get(reader.path)
+        if earlier is not None:
+            names = tuple(sorted({*earlier.names, *reader.names}))
+            reader = Stuck(reader.path, earlier.line, names, earlier.at_import or reader.at_import)
+        merged[reader.path] = reader
+    return [merged[path] for path in sorted(merged)]
 
 
 def readers_for(item: pytest.Item, stuck: Iterable[Stuck]) -> tuple[list[Stuck], list[Stuck]]:

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from testpool import procs
 from testpool.cache import CacheEntry, CacheStore, PlanItem, now_iso
@@ -60,6 +60,15 @@ if TYPE_CHECKING:
     from testpool.runners.base import Executor, Runner, WorkerExecutor
 
 T = TypeVar("T")
+
+
+class WatchLoop(Protocol):
+    """What keeps a run going after its first pass (``--watch``, see :mod:`testpool.watch`)."""
+
+    async def serve(self, run: Run) -> None:
+        """Run further passes on this run's pool until it is time to stop (Ctrl-C cancels it)."""
+
+
 CACHE_FLUSH_INTERVAL = 1.0
 WIND_DOWN = 1.0  # seconds executor processes get to exit on their own before the staged stop
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -106,6 +115,12 @@ class CacheRecorder:
         batch, self._pending = self._pending, {}
         self._write(batch)
 
+    async def flush_now(self) -> None:
+        """Write what is pending now (off the event loop), e.g. after a --watch pass."""
+        batch, self._pending = self._pending, {}
+        if not await asyncio.to_thread(self._write, batch):
+            self._pending = {**batch, **self._pending}
+
     def _write(self, batch: dict[str, CacheEntry]) -> bool:
         try:
             self.store.record(batch, salt=self.salt)
@@ -137,33 +152,22 @@ class Run:
         logs: RunLogs,
         queue: WorkQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
+        watch: WatchLoop | None = None,
     ) -> None:
         self.config = config
         self.options = options
         self.runner = runner
-        self.to_run = to_run
-        self.cached = cached
-        self.order = order
         self.durations = durations
         self.reporter = reporter
         self.clock = clock
         self.scope = scope
         self.run_id = scope.run_id
         self.run_logs = logs
-        self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
-        every_case = [item.case for item in [*to_run, *cached]]
-        self.phase_of = {case.id: phase_of(case, config) for case in every_case}
-        order_index = {test_id: index for index, test_id in enumerate(order)}
-        self.phases: list[Phase] = split(
-            sorted(every_case, key=lambda case: order_index.get(case.id, 0)), config
-        )
-        self.recorder = CacheRecorder(
-            store,
-            {item.case.id: item.inputs for item in to_run},
-            salt,
-            reasons={item.case.id: item.reason for item in to_run},
-        )
+        # --watch: after the first pass the pool stays up and this loop runs further passes.
+        self.watch = watch
+        self.recorder = CacheRecorder(store, {}, salt)  # what to record: see _plan
         self.recorder.warn = lambda message: self.reporter.note(f"testpool: warning: {message}")
+        self._plan(to_run, cached, order)
         self.results: dict[str, TestResult] = {}
         self.attempts: dict[str, list[Attempt]] = defaultdict(list)
         self.logs: dict[str, list[str]] = defaultdict(list)
@@ -187,7 +191,6 @@ class Run:
         # Cleared while a shared service is down (it is being restarted): no test starts.
         self._services_up = asyncio.Event()
         self._services_up.set()
-        self._needs: dict[str, tuple[str, ...]] = {}  # test id -> the services it uses
         self._supervisor: asyncio.Task[None] | None = None
         self._fresh_data: dict[int, bool] = {}  # worker -> its DATA_DIR is untouched
         self._phase_times: dict[str, float] = {}  # phases that began -> their wall time
@@ -198,11 +201,28 @@ class Run:
         self._started = 0.0
         self._started_unix = 0.0
         self._started_at = ""
+        self._pass_started = 0.0
+
+    def _plan(self, to_run: list[PlanItem], cached: list[PlanItem], order: list[str]) -> None:
+        """What this run (or, with --watch, this pass) runs, and in which phases."""
+        self.to_run = to_run
+        self.cached = cached
+        self.order = order
+        self.cases: dict[str, TestCase] = {item.case.id: item.case for item in to_run}
+        every_case = [item.case for item in [*to_run, *cached]]
+        self.phase_of = {case.id: phase_of(case, self.config) for case in every_case}
+        order_index = {test_id: index for index, test_id in enumerate(order)}
+        self.phases: list[Phase] = split(
+            sorted(every_case, key=lambda case: order_index.get(case.id, 0)), self.config
+        )
+        self.recorder.inputs = {item.case.id: item.inputs for item in to_run}
+        self.recorder.reasons = {item.case.id: item.reason for item in to_run}
+        self._needs: dict[str, tuple[str, ...]] = {}  # test id -> the services it uses
 
     # --- the whole run ---------------------------------------------------------------------
 
     async def execute(self) -> RunSummary:
-        self._started = self.clock()
+        self._started = self._pass_started = self.clock()
         self._started_unix = time.time()
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         main = asyncio.current_task()
@@ -237,7 +257,10 @@ class Run:
     async def _run_all(
         self, secrets: Mapping[str, str], scratch: Path, journal: RunJournal
     ) -> None:
-        count = min(self.config.workers, len(self.to_run))
+        # With --watch every worker starts (a change may rerun any test), as does every
+        # service a test of the suite needs.
+        count = self.config.workers if self.watch else min(self.config.workers, len(self.to_run))
+        suite = [item.case for item in [*self.to_run, *self.cached]] if self.watch else []
         services = self.services = Services(
             ServiceSettings(
                 config=self.config,
@@ -250,13 +273,9 @@ class Run:
                 avoid_ports=frozenset(self.config.port(index) for index in range(count)),
             )
         )
-        services.allocate(needed(self.cases.values(), self.config))
+        services.allocate(needed(suite or self.cases.values(), self.config))
         services.on_death(self._services_up.clear)
         server_services = closure(self.config.services_for_server(), self.config.services)
-        self._needs = {
-            test_id: tuple(closure([*case.requires, *server_services], self.config.services))
-            for test_id, case in self.cases.items()
-        }
         pool = self.pool = Pool(
             PoolSettings(
                 config=self.config,
@@ -324,6 +343,8 @@ class Run:
             await _all_or_nothing([self._consume(worker) for worker in workers])
             return
         await self._run_phases(workers)
+        if self.watch is not None and self.error is None:
+            await self.watch.serve(self)
 
     async def _run_phases(self, workers: list[Worker]) -> None:
         """Each phase in turn, on the workers still in the pool: a scheduler of its own
@@ -399,6 +420,16 @@ class Run:
                 self._services_up.set()
             self._notify()
 
+    def _needs_of(self, case: TestCase) -> tuple[str, ...]:
+        """The services ``case`` uses: those it requires and the workers' server's, with
+        their dependencies."""
+        needs = self._needs.get(case.id)
+        if needs is None:
+            server_services = self.config.services_for_server()
+            wanted = [*case.requires, *server_services]
+            needs = self._needs[case.id] = tuple(closure(wanted, self.config.services))
+        return needs
+
     async def _bring_up(self, worker: Worker, executor: Executor) -> None:
         assert self.pool is not None
         session = executor.for_worker(self._worker_context(worker))
@@ -410,6 +441,86 @@ class Run:
     def _worker_context(self, worker: Worker) -> WorkerContext:
         assert self.pool is not None
         return WorkerContext(worker.index, worker.port, worker.data_dir, self.pool.test_env(worker))
+
+    # --- --watch: more passes on the pool that is up ----------------------------------------
+    # Called by testpool.watch between passes, never while one runs.
+
+    def live_workers(self) -> list[Worker]:
+        """The workers that can take tests (not retired, not stopped by a failed renewal)."""
+        gone = (WorkerState.RETIRED, WorkerState.STOPPED)
+        return [w for w in self.pool.workers if w.state not in gone] if self.pool else []
+
+    async def close_sessions(self) -> None:
+        """Let every worker's executor session go (a forked pytest finalizes its session
+        fixtures and exits): the code it runs is about to change."""
+        sessions, self.sessions = self.sessions, {}
+        await asyncio.gather(*(session.close() for session in sessions.values()))
+
+    async def open_sessions(self) -> None:
+        """A new executor session for every live worker without one (in session mode: forked
+        from the suite as the zygote has it now)."""
+        assert self.executor is not None
+        starting = []
+        for worker in self.live_workers():
+            if worker.index not in self.sessions:
+                session = self.executor.for_worker(self._worker_context(worker))
+                self.sessions[worker.index] = session
+                starting.append(session.start())
+        await asyncio.gather(*starting)
+
+    async def renew_servers(self, reason: str) -> None:
+        """Replace every worker's server (its sources, seed or ``files`` changed), each on a
+        fresh ``DATA_DIR``; the sessions are closed first. Raises
+        :class:`~testpool.errors.WorkerStartError` if a new server does not become healthy."""
+        assert self.pool is not None
+        await self.close_sessions()
+        await _all_or_nothing([self.pool.renew(worker, reason) for worker in self.pool.workers])
+        self._fresh_data = {worker.index: True for worker in self.pool.workers}
+
+    async def reseed(self) -> None:
+        """Fresh data for the next pass: every live worker's ``DATA_DIR`` emptied and seeded
+        again (its ``files`` rendered), while its server runs, as ``isolation = "test"`` does."""
+        assert self.pool is not None
+        pool = self.pool
+        workers = self.live_workers()
+        await asyncio.gather(*(asyncio.to_thread(pool.reseed, worker) for worker in workers))
+        self._fresh_data = {worker.index: True for worker in workers}
+
+    async def run_pass(
+        self,
+        to_run: list[PlanItem],
+        cached: list[PlanItem],
+        order: list[str],
+        decided: Mapping[str, Outcome],
+    ) -> RunSummary:
+        """Run ``to_run`` on the live workers (their sessions open); ``decided`` are tests of
+        ``to_run`` with a verdict already (a file that does not collect). Returns the pass's
+        summary (see :meth:`finish_pass`)."""
+        assert self.executor is not None
+        self._plan(to_run, cached, order)
+        self.results = {}
+        self.attempts = defaultdict(list)
+        self.logs = defaultdict(list)
+        self.infra_events = []
+        self._phase_times = {}
+        self._stop_reason = ""
+        self._pass_started = self.clock()
+        workers = self.live_workers()
+        self.reporter.start(self._board(workers))
+        ready = await self.executor.prepare([item.case for item in to_run])
+        for test_id, outcome in {**ready, **decided}.items():
+            self._finalize(self.cases[test_id], outcome.status, outcome, worker=None)
+        await self._run_phases(workers)
+        return await self.finish_pass()
+
+    async def finish_pass(self) -> RunSummary:
+        """The pass that just ran: the live view stops, the cache file gets its results, and
+        its summary (wall time: the pass's)."""
+        self.reporter.stop()
+        await self.recorder.flush_now()
+        summary = self._summary()
+        summary.wall_time = self.clock() - self._pass_started
+        return summary
 
     # --- one consumer per worker -----------------------------------------------------------
 
@@ -467,7 +578,7 @@ class Run:
         ends it as an (infrastructure) error."""
         assert self.pool is not None and self.services is not None
         session = self.sessions[worker.index]
-        needs = self._needs.get(case.id, ())
+        needs = self._needs_of(case)
         started = self.clock()
         log_start = worker.log.offset()
         worker.current_test, worker.since = case.id, started
@@ -735,7 +846,7 @@ class Run:
     def _board(self, workers: list[Worker]) -> Board:
         return Board(
             total=len(self.to_run),
-            started=self._started,
+            started=self._pass_started,
             workers=[WorkerView(w.index, w.port, w.state) for w in workers],
         )
 

@@ -27,7 +27,7 @@ def test_help_documents_every_option_and_exit_codes() -> None:
     assert result.exit_code == 0
     for option in (
         "--workers", "--file", "--full", "--timeout", "--test-timeout", "--retries",
-        "--max-failures", "--exitfirst", "--fail-on-flaky", "--verbose", "--config",
+        "--max-failures", "--exitfirst", "--fail-on-flaky", "--verbose", "--config", "--watch",
         "TESTPOOL_WORKERS", "130",
     ):  # fmt: skip
         assert option in result.output, option

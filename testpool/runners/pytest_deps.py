@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import xxhash
+
 # Calls that import something named by their first argument.
 _IMPORT_CALLS = frozenset({"import_module", "__import__", "importorskip"})
 # Calls that run code we cannot follow (a file by path, a string of code).
@@ -116,15 +118,33 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     return any(_call_name(kind) in _GUARDS for kind in kinds)
 
 
+# Files read before, by content: a long-lived process (``--watch``) parses only what changed.
+_READ: dict[tuple[Path, str], _Imports] = {}
+_READ_LIMIT = 20_000
+
+
 def read_imports(path: Path) -> _Imports:
     """The imports of one Python file (opaque if it cannot be read or parsed)."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
+        source = path.read_bytes()
+    except OSError:
         return _Imports(opaque=True)
-    reader = _Reader()
-    reader.visit(tree)
-    return reader.found
+    key = (path, xxhash.xxh3_128_hexdigest(source))
+    known = _READ.get(key)
+    if known is not None:
+        return known
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except (SyntaxError, ValueError):
+        found = _Imports(opaque=True)
+    else:
+        reader = _Reader()
+        reader.visit(tree)
+        found = reader.found
+    if len(_READ) >= _READ_LIMIT:
+        _READ.clear()
+    _READ[key] = found
+    return found
 
 
 class ImportGraph:

@@ -47,6 +47,13 @@ DISCOVERY_TIMEOUT = 600.0
 DISCOVERY_FORMAT = "2"
 
 
+def case_of(entry: list[Any]) -> TestCase:
+    """A test from the plugin's description of it (``pytest_plugin.describe``)."""
+    nodeid, module_file, defined_in, requires, markers = entry
+    sources = (defined_in,) if defined_in and defined_in != module_file else ()
+    return TestCase(nodeid, module_file, sources, tuple(requires), tuple(markers))
+
+
 def _is_test_file(name: str) -> bool:
     return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
 
@@ -112,10 +119,7 @@ class PytestRunner:
                 f"pytest could not collect the tests (exit status {returncode})",
                 detail=tail(output, 30),
             )
-        cases = []
-        for nodeid, module_file, defined_in, requires, markers in collected["items"]:
-            sources = (defined_in,) if defined_in and defined_in != module_file else ()
-            cases.append(TestCase(nodeid, module_file, sources, tuple(requires), tuple(markers)))
+        cases = [case_of(entry) for entry in collected["items"]]
         self._check_inside(cases)
         return cases
 

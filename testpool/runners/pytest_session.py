@@ -20,8 +20,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from testpool import procs
 from testpool.execution import close_fd, decode, spawn
@@ -55,6 +56,27 @@ class ZygoteError(Exception):
     """The zygote could not collect the suite or fork a worker."""
 
 
+@dataclass(frozen=True)
+class Recollected:
+    """The zygote's answer to a re-collection (``--watch``): every test it has now, as
+    discovery describes them (see ``pytest_plugin.describe``), the files that did not collect
+    (node id, pytest's error), and new files it could not place (a new zygote must collect)."""
+
+    items: list[list[Any]]
+    errors: list[tuple[str, str]]
+    unplaced: list[str]
+    forgotten: list[str]  # the files asked to be forgotten that were loaded modules
+
+    @classmethod
+    def from_dict(cls, answer: dict[str, Any]) -> Recollected:
+        return cls(
+            list(answer["items"]),
+            [(str(node), str(text)) for node, text in answer["errors"]],
+            [str(path) for path in answer["unplaced"]],
+            [str(path) for path in answer["forgotten"]],
+        )
+
+
 class Connection:
     """One forked worker process and its socket."""
 
@@ -82,6 +104,7 @@ class Zygote:
         self._exit_events: dict[int, asyncio.Event] = {}
         self._stdout: deque[bytes] = deque(maxlen=64)
         self._tasks: list[asyncio.Task[None]] = []
+        self._recollected: asyncio.Future[Recollected] | None = None
         self.error: str | None = None
         self.collected = 0  # how many tests the zygote collected
 
@@ -128,7 +151,7 @@ class Zygote:
         self._process = process
         self._control = control
         loop = asyncio.get_running_loop()
-        messages = asyncio.StreamReader()
+        messages = asyncio.StreamReader(limit=RESULT_LINE_LIMIT)  # a re-collection lists every test
         self._transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(messages), os.fdopen(result_read, "rb")
         )
@@ -163,6 +186,12 @@ class Zygote:
                 self._exited[pid] = int(message["status"])
                 self.context.tracker.discard(pid)
                 self._exit_events.setdefault(pid, asyncio.Event()).set()
+            elif (
+                "recollected" in message
+                and self._recollected is not None
+                and not self._recollected.done()
+            ):
+                self._recollected.set_result(Recollected.from_dict(message["recollected"]))
 
     async def _drain_stdout(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -193,6 +222,53 @@ class Zygote:
             raise ZygoteError("the pytest zygote did not fork a worker") from None
         self.context.tracker.add(pid, f"pytest of worker {worker.index}")
         return Connection(reader, writer, pid, output)
+
+    async def recollect(
+        self,
+        purge: list[Path],
+        modules: list[Path],
+        bytecode: Path | None = None,
+        *,
+        first: bool = True,
+    ) -> Recollected:
+        """``--watch``: forget the Python modules of ``purge`` and collect the test files
+        ``modules`` again (see ``pytest_plugin._Zygote``); the workers forked from now on run
+        the new code (``bytecode``: a folder where the compiled modules are shared, see
+        ``pytest_plugin._shared_bytecode``; not ``first``: a worker compiled them there already).
+        Raises :class:`ZygoteError` if the zygote is not
+        there to answer."""
+        async with self._lock:
+            if self.error or self._control is None or not self.alive:
+                raise ZygoteError(self.error or "the pytest zygote is not running")
+            future: asyncio.Future[Recollected] = asyncio.get_running_loop().create_future()
+            self._recollected = future
+            request = {"recollect": _request(purge, modules, bytecode, describe=True)}
+            request["recollect"]["compile"] = first
+            # The zygote ending (its message reader stops) also ends the wait.
+            gone: asyncio.Future[Any] = self._tasks[0]
+            try:
+                self._control.send(json.dumps(request).encode())
+                await asyncio.wait(
+                    {future, gone},
+                    timeout=self.runner.config.test_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except OSError:
+                raise ZygoteError("the pytest zygote is gone") from None
+            finally:
+                self._recollected = None
+            if not future.done():
+                future.cancel()
+                raise ZygoteError("the pytest zygote did not answer a re-collection")
+            return future.result()
+
+    async def restart(self) -> None:
+        """``--watch``: a new zygote collects the whole suite again (conftest files, plugins
+        or the application changed); a failed collection is tried again too."""
+        async with self._lock:
+            self.error = None
+            await self.spawn()
+            await self._wait_ready()
 
     async def exit_status(self, pid: int, timeout: float) -> int | None:
         event = self._exit_events.setdefault(pid, asyncio.Event())
@@ -291,6 +367,32 @@ class PytestSession:
             verdict.get("message", ""),
         )
 
+    async def recollect(
+        self,
+        purge: list[Path],
+        modules: list[Path],
+        timeout: float,
+        *,
+        bytecode: Path | None = None,
+        describe: bool = False,
+    ) -> Recollected | None:
+        """``--watch``: have this worker's pytest forget the modules of ``purge`` and collect
+        the test files ``modules`` again, as the zygote does, keeping its session fixtures.
+        Its answer lists every test only if ``describe``. None if it has no pytest yet (the
+        next test forks one from the zygote) or could not (it is then stopped, likewise)."""
+        conn = self._conn
+        if conn is None:
+            return None
+        request = {"recollect": _request(purge, modules, bytecode, describe=describe)}
+        try:
+            conn.writer.write((json.dumps(request) + "\n").encode())
+            await conn.writer.drain()
+            reply = json.loads(await asyncio.wait_for(conn.reader.readline(), timeout))
+            return Recollected.from_dict(reply["recollected"])
+        except (ConnectionError, TimeoutError, ValueError, KeyError, TypeError):
+            await self._stop()
+            return None
+
     async def close(self) -> None:
         """Say we are done and wait until the fork has finalized its session fixtures.
 
@@ -314,6 +416,22 @@ class PytestSession:
             conn.writer.close()
             await procs.terminate_group(conn.pid)
             self.zygote.context.tracker.discard(conn.pid)
+
+
+def _request(
+    purge: list[Path], modules: list[Path], bytecode: Path | None, *, describe: bool
+) -> dict[str, Any]:
+    """A re-collection request (see ``pytest_plugin.recollect``). The process that lists the
+    tests is the first: it compiles the changed modules for the others."""
+    request: dict[str, Any] = {
+        "purge": list(map(str, purge)),
+        "modules": list(map(str, modules)),
+        "describe": describe,
+        "compile": describe,
+    }
+    if bytecode is not None:
+        request["bytecode"] = str(bytecode)
+    return request
 
 
 def not_collected(collected: int) -> Outcome:

@@ -20,6 +20,15 @@ Sections:
 5. start-up: time until N workers are healthy (N = 1, 4, 8), through testpool's pool, for a
    server whose start is CPU-bound (Python's http.server, ~50 ms) and for one that first waits
    0.5 s (as a server waiting on a database or a compiler would).
+6. machines: --queue (Redis) against --shard on simulated machines (needs redis-server).
+7. watch: a real `testpool --watch` (4 workers, default session mode); real edits of files, and
+   the time from each write to the first rerun test's start (as testpool records it in
+   report.json; for the synthetic suite also the moment the test's body began), for: a test
+   module (synthetic 120-test suite, and the example suite e2e/), the example's conftest.py (a
+   new zygote collects the suite) and its server's source (the servers restart). A test module
+   is measured both ways of bringing the workers' code up to date: re-imported in each worker
+   (the default) and every worker forked anew from the zygote (TESTPOOL_WATCH_REFORK=1, a
+   switch kept for this comparison).
 """
 
 from __future__ import annotations
@@ -589,6 +598,145 @@ def _queue_overhead(root: Path, url: str, runs: int) -> dict[str, float]:
     }
 
 
+# --- 7: watch mode: from a file write to the first rerun test --------------------------------
+
+WATCH_EDITS = 10
+WATCH_TEST = """
+def test_ping_{n}(http):
+    with open(os.environ["BENCH_TIMES"] + "/{module}_{n}", "a") as out:
+        out.write(f"{{time.time()}}\\n")
+    assert http.get("/ping").status_code == 200
+"""
+
+
+class WatchProcess:
+    """A real `testpool --watch` whose output is read as it comes."""
+
+    def __init__(self, project: Project, env: dict[str, str]) -> None:
+        import threading
+
+        self.project = project
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "testpool", "--watch"], cwd=project.root, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def passes(self) -> int:
+        return sum("watching for changes" in line for line in self.lines)
+
+    def wait_passes(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.passes() < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(
+                    "testpool --watch did not finish a pass:\n" + "".join(self.lines[-40:])
+                )
+            time.sleep(0.005)
+
+    def first_start(self, prefix: str) -> float:
+        """When (unix time) testpool started the first test whose id starts with ``prefix``
+        in its last pass."""
+        report = json.loads((self.project.root / "test-results" / "report.json").read_text())
+        starts = [
+            report["started_unix"] + attempt["started"]
+            for test in report["tests"]
+            if test["id"].startswith(prefix)
+            for attempt in test["attempts"][-1:]
+        ]
+        return min(starts)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, 2)  # Ctrl-C
+        if self.process.wait(timeout=60) != 130:
+            raise SystemExit(
+                "testpool --watch did not stop with 130:\n" + "".join(self.lines[-20:])
+            )
+
+
+def _edit_and_time(
+    watch: WatchProcess, path: Path, prefix: str, edits: int, times: Path | None = None
+) -> tuple[list[float], list[float]]:
+    """Edit ``path`` ``edits`` times (a comment line that changes), each after the previous
+    rerun ended; returns the write-to-first-start latencies (and to the first body, with times)."""
+    starts, bodies = [], []
+    for edit in range(edits):
+        if times is not None:
+            for stamp in times.iterdir():
+                stamp.unlink()
+        text = path.read_text()
+        lines = [line for line in text.splitlines() if not line.startswith("# bench edit")]
+        done = watch.passes()
+        written = time.time()
+        path.write_text("\n".join([*lines, f"# bench edit {edit}"]) + "\n")
+        watch.wait_passes(done + 1)
+        starts.append(watch.first_start(prefix) - written)
+        if times is not None:
+            bodies.append(min(float(s.read_text().split()[0]) for s in times.iterdir()) - written)
+    return starts, bodies
+
+
+def bench_watch(root: Path, runs: int, results: dict[str, Any]) -> None:
+    edits = max(WATCH_EDITS, runs)
+    rows = []
+    # The synthetic suite: 10 modules of 12 trivial tests with a session-scoped HTTP client.
+    project = Project(root, "watch-synthetic")
+    for module in range(10):
+        body = "".join(WATCH_TEST.format(n=n, module=module) for n in range(12))
+        (project.tests / f"test_watch_{module}.py").write_text("import os, time\n" + body)
+    project.config(workers=4)
+    for how, refork in (("re-imported in the workers", "0"), ("workers forked anew", "1")):
+        times = Path(tempfile.mkdtemp(prefix="bench-watch-times-"))
+        env = project.env(BENCH_TIMES=str(times), TESTPOOL_WATCH_REFORK=refork)
+        watch = WatchProcess(project, env)
+        try:
+            watch.wait_passes(1)
+            starts, bodies = _edit_and_time(
+                watch, project.tests / "test_watch_3.py", "tests/test_watch_3.py", edits, times
+            )
+        finally:
+            watch.stop()
+            shutil.rmtree(times)
+        rows.append({"change": f"a test module ({how})", "suite": "synthetic, 120 tests",
+                     "starts": starts, "bodies": bodies})  # fmt: skip
+    # The example suite, as the repository configures it, with 4 workers.
+    example = root / "watch-e2e"
+    shutil.copytree(REPO / "e2e", example / "e2e", ignore=shutil.ignore_patterns("__pycache__"))
+    tmp = root / "watch-e2e-tmp"
+    tmp.mkdir()
+    (example / "testpool.toml").write_text(
+        'server = "{python} e2e/app/server.py"\ntests = "e2e"\ndata_seed = "e2e/seed"\n'
+        f'inputs = ["e2e/app/**"]\nworkers = 4\nport_base = {free_port_block()}\n'
+    )
+    e2e = Project.__new__(Project)
+    e2e.root, e2e.tests, e2e.tmp = example, example / "e2e", tmp
+    for refork in ("0", "1"):
+        watch = WatchProcess(e2e, e2e.env(TESTPOOL_WATCH_REFORK=refork))
+        try:
+            watch.wait_passes(1)
+            changes = [("a test module", "e2e/test_stats.py", "e2e/test_stats.py", edits)]
+            label = " (re-imported in the workers)" if refork == "0" else " (workers forked anew)"
+            if refork == "0":
+                changes += [
+                    ("conftest.py (a new zygote collects)", "e2e/conftest.py", "e2e/", max(3, runs)),
+                    ("the server's source (servers restart)", "e2e/app/server.py", "e2e/", max(3, runs)),
+                ]  # fmt: skip
+            for change, path, prefix, count in changes:
+                starts, _ = _edit_and_time(watch, example / path, prefix, count)
+                if change == "a test module":
+                    change += label
+                rows.append({"change": change, "suite": "e2e/, 128 tests", "starts": starts})
+        finally:
+            watch.stop()
+    results["watch"] = {"rows": rows}
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -702,6 +850,22 @@ def render(results: dict[str, Any], runs: int) -> str:
                 f"{machines['overhead']['embedded_wall']:.2f} s embedded "
                 f"({machines['overhead']['per_test_ms']:.1f} ms per test per worker)",
             ]
+    if "watch" in results:
+        lines += [
+            "",
+            "7. watch mode: `testpool --watch`, 4 workers, session mode; from writing a file to the first rerun test's",
+            "   start (as testpool records it); body = to that test's body starting (its fixtures set up, and where the",
+            "   workers are forked anew, the fork and its session fixtures too)",
+            "",
+            "| change | suite | edits | median (ms) | max (ms) | body median (ms) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for row in results["watch"]["rows"]:
+            body = f"{statistics.median(row['bodies']) * 1000:.0f}" if row.get("bodies") else "-"
+            lines.append(
+                f"| {row['change']} | {row['suite']} | {len(row['starts'])} "
+                f"| {statistics.median(row['starts']) * 1000:.0f} | {max(row['starts']) * 1000:.0f} | {body} |"
+            )
     return "\n".join(lines)
 
 
@@ -712,6 +876,7 @@ SECTIONS = {
     "cache": bench_cache,
     "startup": bench_startup,
     "machines": bench_machines,
+    "watch": bench_watch,
 }
 
 

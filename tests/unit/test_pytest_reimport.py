@@ -14,7 +14,14 @@ from typing import Any, cast
 import pytest
 
 from testpool import pytest_reimport
-from testpool.pytest_reimport import Read, Stuck, describe, readers_for, sort_reads
+from testpool.pytest_reimport import (
+    Read,
+    Stuck,
+    describe,
+    readers_for,
+    sort_reads,
+    still_stuck,
+)
 
 
 @pytest.fixture
@@ -151,6 +158,20 @@ def test_a_conftest_is_named_for_the_tests_below_it_and_any_other_reader_for_all
     root = Path("/project")
     assert describe(conftest, root, line=False) == "tests/conftest.py read TEST_BASE_URL at import"
     assert describe(plugin, root, line=True) == f"{plugin.path} (line 8) read DATA_DIR"
+
+
+def test_modules_imported_again_by_watch_are_stuck_only_if_they_read_again() -> None:
+    conftest = Stuck(CONFTEST, 5, ("TEST_BASE_URL",), True)
+    helpers = Stuck(HELPERS, 2, ("TEST_BASE_URL",), True)
+    hook = Stuck(CONFTEST, 30, ("PORT",), False)
+
+    # helpers.py was imported again and no longer reads; the conftest's hook read again.
+    assert still_stuck([conftest, helpers], [hook], [HELPERS]) == [
+        Stuck(CONFTEST, 5, ("PORT", "TEST_BASE_URL"), True)
+    ]
+    # It reads something else now: what it reads now, not what it read before.
+    now = Stuck(HELPERS, 3, ("DATA_DIR",), True)
+    assert still_stuck([conftest, helpers], [now], [HELPERS]) == [conftest, now]
 
 
 def test_the_watched_environ_is_restored_even_if_code_replaced_os_environ(
