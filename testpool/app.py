@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from testpool.cache import CacheData, CacheStore, PlanItem, plan, shared_inputs
-from testpool.config import MAX_WORKERS, RunOptions
+from testpool.config import AUTO, MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import CacheError, ConfigError, ExitCode
 from testpool.fsutil import display_path
@@ -30,11 +30,13 @@ from testpool.requirements import resolve
 from testpool.results import PhaseResult, RunSummary, cached_result
 from testpool.runners import make_runner
 from testpool.sanitize import block, inline
+from testpool.startup import Timeline, process_age
 from testpool.state import RunScope
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from testpool.autoworkers import Choice
     from testpool.config import Config
     from testpool.distributed import QueueOptions
     from testpool.queues import WorkQueue
@@ -48,12 +50,20 @@ class Prepared:
     store: CacheStore
     data: CacheData
     items: list[PlanItem]
+    timeline: Timeline
 
 
-def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) -> Prepared:
+def prepare(
+    config: Config,
+    options: RunOptions,
+    err: Console,
+    scope: RunScope,
+    timeline: Timeline | None = None,
+) -> Prepared:
     """Discover, filter and decide per test whether the cache lets it be skipped.
 
     A discovery that has to start a process (pytest collecting) does so inside ``scope``."""
+    timeline = timeline or Timeline()
     runner = make_runner(config, options.runner_args)
     store = CacheStore(config.cache_path)
     data, warning = store.load()
@@ -74,16 +84,19 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
         except CacheError as error:
             cache_warning(error)
     hasher = FileHasher(config.root)
-    cases, discovery_update = discover(runner, config, hasher, data, scope)
-    selected = select(resolve(cases, config), options.patterns)
-    shared = shared_inputs(config, runner, hasher, data.salt)
-    items = plan(selected, data, runner, hasher, shared, full=options.full)
+    with timeline.span("discovery"):
+        cases, discovery_update, from_cache = discover(runner, config, hasher, data, scope)
+    timeline.facts["discovery"] = "cached" if from_cache else "collected"
+    with timeline.span("plan"):
+        selected = select(resolve(cases, config), options.patterns)
+        shared = shared_inputs(config, runner, hasher, data.salt)
+        items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:
         try:
             store.record({}, discovery_update, salt=data.salt)
         except CacheError as error:
             cache_warning(error)
-    return Prepared(runner, store, data, items)
+    return Prepared(runner, store, data, items, timeline)
 
 
 def sweep(err: Console) -> None:
@@ -113,6 +126,7 @@ def check_results_dir(config: Config) -> None:
 
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
+    timeline = Timeline(age=process_age())
     if options.queue is not None and config.phases:
         # A shared queue hands out the whole build at once; phase order across machines (and a
         # required phase stopping them all) is not built yet.
@@ -120,7 +134,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     sweep(err)
     check_results_dir(config)
     with RunScope(config.root) as scope:
-        summary = _run_in(scope, config, options, out, err, started)
+        summary = _run_in(scope, config, options, out, err, started, timeline)
     shown = [
         display_path(path, config.root) for path in write_reports(summary, config.results_path)
     ]
@@ -140,8 +154,9 @@ def _run_in(
     out: Console,
     err: Console,
     started: float,
+    timeline: Timeline,
 ) -> RunSummary:
-    prepared = prepare(config, options, err, scope)
+    prepared = prepare(config, options, err, scope, timeline)
     if options.queue is not None:
         return _run_on_queue(scope, config, options, prepared, out, started)
     items, part = prepared.items, None
@@ -190,6 +205,10 @@ def _run(
     from testpool.report.console import make_reporter
     from testpool.runner import Run
 
+    choice = choose_workers(config, prepared, to_run)
+    if choice.auto:
+        say(out, f"testpool: workers: {choice.reason}")
+    config = replace(config, workers=choice.workers)
     logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
     logs.create()
     run = Run(
@@ -206,8 +225,32 @@ def _run(
         scope=scope,
         logs=logs,
         queue=queue,
+        timeline=prepared.timeline,
     )
-    return asyncio.run(run.execute())
+    summary = asyncio.run(run.execute())
+    summary.workers_choice = choice.to_dict()
+    summary.startup = prepared.timeline.to_dict()
+    return summary
+
+
+def choose_workers(config: Config, prepared: Prepared, to_run: list[PlanItem]) -> Choice:
+    """The configured worker count, or for ``workers = "auto"`` the one predicted to finish
+    first (see :mod:`testpool.autoworkers`)."""
+    from testpool.autoworkers import Choice, ServerCost, available_cores, choose, server_key
+
+    if config.workers != AUTO:
+        count = min(config.worker_count, len(to_run))
+        return Choice(count, f"{config.worker_count} worker(s) configured")
+    recorded = prepared.data.stats.get(server_key(config))
+    tests = prepared.data.tests
+    return choose(
+        cores=available_cores(),
+        durations=[
+            tests[item.case.id].duration if item.case.id in tests else None for item in to_run
+        ],
+        server=ServerCost.from_dict(recorded) if recorded is not None else None,
+        max_workers=MAX_WORKERS,
+    )
 
 
 def _my_shard(shard: Shard, prepared: Prepared) -> tuple[list[PlanItem], dict[str, Any]]:

@@ -109,6 +109,8 @@ class CacheData:
     salt: str
     tests: dict[str, CacheEntry] = field(default_factory=dict)
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Run-wide measurements, e.g. what a server start costs (see testpool.autoworkers).
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     salt_from_file: bool = False  # False: ``salt`` was made up by this process
     foreign: bool = False  # the file is not a testpool cache: never overwrite it
 
@@ -122,6 +124,7 @@ class CacheData:
             "salt": self.salt,
             "tests": {test_id: self.tests[test_id].to_dict() for test_id in sorted(self.tests)},
             "discovery": self.discovery,
+            **({"stats": self.stats} if self.stats else {}),
         }
 
     def durations(self) -> dict[str, float]:
@@ -190,6 +193,7 @@ class CacheStore:
         discovery: Mapping[str, dict[str, Any]] | None = None,
         *,
         salt: str,
+        stats: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Merge ``updates`` into the file under the lock and replace it atomically.
 
@@ -198,7 +202,7 @@ class CacheStore:
         A file that is not a testpool cache is left alone (its load warned about it). Raises
         :class:`CacheError` if the file cannot be written.
         """
-        if not updates and not discovery:
+        if not updates and not discovery and not stats:
             return
         try:
             with self._locked():
@@ -213,6 +217,8 @@ class CacheStore:
                         current.tests[test_id] = entry
                 if discovery:
                     current.discovery.update(discovery)
+                if stats:
+                    current.stats.update(stats)
                 self._write(current)
         except OSError as error:
             raise CacheError(
@@ -264,6 +270,9 @@ def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]
     discovery = document.get("discovery")
     if isinstance(discovery, dict):
         data.discovery = {k: v for k, v in discovery.items() if isinstance(v, dict)}
+    stats = document.get("stats")
+    if isinstance(stats, dict):
+        data.stats = {str(k): v for k, v in stats.items() if isinstance(v, dict)}
     return data, None
 
 

@@ -81,6 +81,7 @@ class Worker:
     current_test: str | None = None
     since: float = 0.0
     startup_time: float = 0.0
+    startup_cpu: float = 0.0  # CPU seconds its server took from launch until healthy
 
     @property
     def session(self) -> str:
@@ -352,6 +353,8 @@ class Pool:
                 wake=worker.log.activity,
                 diagnose=watch.check,
             )
+            # Measured once healthy: the cost of a start (workers = "auto" plans with it).
+            worker.startup_cpu = procs.session_cpu(worker.pane_pid)
         except WorkerStartError as error:
             printed = self.log_tail(worker)
             reason = error.message

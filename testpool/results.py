@@ -214,6 +214,10 @@ class RunSummary:
     part: dict[str, Any] | None = None
     # A merged report: one entry per part it was merged from (origin, run id, exit code...).
     parts: list[dict[str, Any]] = field(default_factory=list)
+    # Where the start-up time went (testpool.startup.Timeline.to_dict), and how the worker
+    # count was chosen (testpool.autoworkers.Choice.to_dict); None when not known.
+    startup: dict[str, Any] | None = None
+    workers_choice: dict[str, Any] | None = None
 
     def counts(self) -> Counter[Status]:
         return Counter(result.status for result in self.results)
@@ -259,6 +263,8 @@ class RunSummary:
             "workers_detail": self.workers_detail,
             **({"part": self.part} if self.part else {}),
             **({"parts": self.parts} if self.parts else {}),
+            **({"workers_choice": self.workers_choice} if self.workers_choice else {}),
+            **({"startup": self.startup} if self.startup else {}),
             "phases": [phase.to_dict() for phase in self.phases],
             "services": self.services,
             "tests": [result.to_dict() for result in self.results],
@@ -285,4 +291,8 @@ class RunSummary:
             parts=[dict(p) for p in data.get("parts", []) if isinstance(p, dict)],
             phases=[PhaseResult.from_dict(p) for p in data.get("phases", [])],
             services=list(data.get("services", [])),
+            startup=dict(data["startup"]) if isinstance(data.get("startup"), dict) else None,
+            workers_choice=dict(data["workers_choice"])
+            if isinstance(data.get("workers_choice"), dict)
+            else None,
         )

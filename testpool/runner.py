@@ -46,9 +46,10 @@ from testpool.results import (
     cached_result,
 )
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
-from testpool.scheduler import Scheduler
+from testpool.scheduler import Scheduler, order_tests
 from testpool.secrets import Redactor, load_secrets
 from testpool.services import Services, ServiceSettings
+from testpool.startup import Timeline
 from testpool.state import RunJournal, RunScope
 from testpool.workerenv import collection_env
 
@@ -76,6 +77,7 @@ class CacheRecorder:
         self.salt = salt
         self.inputs = inputs
         self.secret_names: tuple[str, ...] = ()
+        self.stats: dict[str, dict[str, Any]] = {}  # run-wide measurements, written at the end
         self.warn: Callable[[str], None] = lambda message: None
         self._pending: dict[str, CacheEntry] = {}
         self._warned = False
@@ -97,11 +99,13 @@ class CacheRecorder:
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        self._write(batch)
+        self._write(batch, self.stats)
 
-    def _write(self, batch: dict[str, CacheEntry]) -> bool:
+    def _write(
+        self, batch: dict[str, CacheEntry], stats: dict[str, dict[str, Any]] | None = None
+    ) -> bool:
         try:
-            self.store.record(batch, salt=self.salt)
+            self.store.record(batch, salt=self.salt, stats=stats)
         except CacheError as error:
             if not self._warned:
                 self._warned = True
@@ -130,8 +134,10 @@ class Run:
         logs: RunLogs,
         queue: WorkQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timeline: Timeline | None = None,
     ) -> None:
         self.config = config
+        self.timeline = timeline or Timeline(clock)
         self.options = options
         self.runner = runner
         self.to_run = to_run
@@ -195,7 +201,8 @@ class Run:
         self._install_signal_handlers(main)
         flusher: asyncio.Task[None] | None = None
         try:
-            secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
+            with self.timeline.span("secrets"):
+                secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
             self.redact = Redactor.for_secrets(secrets)
             self.recorder.secret_names = tuple(sorted(secrets))
             journal = self.scope.journal()
@@ -221,7 +228,7 @@ class Run:
     async def _run_all(
         self, secrets: Mapping[str, str], scratch: Path, journal: RunJournal
     ) -> None:
-        count = min(self.config.workers, len(self.to_run))
+        count = min(self.config.worker_count, len(self.to_run))
         services = self.services = Services(
             ServiceSettings(
                 config=self.config,
@@ -270,10 +277,14 @@ class Run:
             base_env=base_env,
             common_env=common_env,
             collection_env=collection_env(common_env, configured={*self.config.env, *secrets}),
+            timeline=self.timeline,
+            first_files=self._first_files(count) if self.shared_queue is None else (),
         )
         if services.names:
             # A taken worker port ends the run anyway: find out before starting a database.
             check_ports([self.config.port(index) for index in range(count)])
+        if services.names:
+            self.timeline.begin("services")
         services.launch()
         if services.names:
             self.reporter.note(
@@ -283,7 +294,10 @@ class Run:
         executor = self.executor = self.runner.executor(context)
         await executor.warm_up()
         await services.ready(server_services)  # the workers' servers need these
-        workers = pool.launch(count)
+        with self.timeline.span("tmux launch"):
+            workers = pool.launch(count)
+        for worker in workers:
+            self.timeline.begin(f"worker {worker.index} healthy")
         pool.on_change(self._worker_changed)
         self.reporter.start(self._board(workers))
         self.reporter.note(f"workers: {pool.attach_hint} (while it runs)")
@@ -297,6 +311,9 @@ class Run:
             if not preparing.done():
                 preparing.cancel()
                 await asyncio.gather(preparing, return_exceptions=True)
+        if services.names:
+            self.timeline.end("services")
+        self._record_server_cost(workers)
         if services.names:
             self._supervisor = asyncio.ensure_future(self._supervise_services())
         for test_id, outcome in decided.items():
@@ -350,6 +367,31 @@ class Run:
                         f"required phase {phase.name} failed: the later phases do not run"
                     )
 
+    def _first_files(self, count: int) -> tuple[str, ...]:
+        """The files of the first ``count`` tests to be handed out (those of the first phase
+        with tests to run, longest first): what the executor may prepare first."""
+        for phase in self.phases:
+            tests = [t for t in phase.tests if t in self.cases]
+            if tests:
+                first = order_tests(tests, self.durations)[:count]
+                return tuple(dict.fromkeys(self.cases[t].file for t in first if self.cases[t].file))
+        return ()
+
+    def _record_server_cost(self, workers: list[Worker]) -> None:
+        """What one server start cost in this run (the median worker), for workers = "auto"."""
+        from statistics import median
+
+        from testpool.autoworkers import ServerCost, server_key
+
+        if not workers:
+            return
+        cost = ServerCost(
+            cpu=median(w.startup_cpu for w in workers),
+            wall=median(w.startup_time for w in workers),
+            workers=len(workers),
+        )
+        self.recorder.stats[server_key(self.config)] = cost.to_dict()
+
     def _failures_left(self) -> int | None:
         """What is left of ``--max-failures`` for the next phase."""
         if self.options.max_failures is None:
@@ -386,9 +428,16 @@ class Run:
         assert self.pool is not None
         session = executor.for_worker(self._worker_context(worker))
         self.sessions[worker.index] = session
+        pool = self.pool
+
+        async def healthy() -> None:
+            await pool.wait_ready(worker)
+            self.timeline.end(f"worker {worker.index} healthy")
+
         # The executor (e.g. pytest collecting) gets ready while the server starts.
-        await _all_or_nothing([self.pool.wait_ready(worker), session.start()])
+        await _all_or_nothing([healthy(), session.start()])
         self._ready_at[worker.index] = self.clock() - self._started
+        self.timeline.mark(f"worker {worker.index} ready")
 
     def _worker_context(self, worker: Worker) -> WorkerContext:
         assert self.pool is not None
@@ -451,6 +500,7 @@ class Run:
         session = self.sessions[worker.index]
         needs = self._needs.get(case.id, ())
         started = self.clock()
+        self.timeline.mark("first test started")
         worker.current_test, worker.since = case.id, started
         self.pool.set_state(worker, WorkerState.RUNNING)
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
