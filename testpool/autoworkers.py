@@ -162,7 +162,9 @@ def choose(
     }
     best = min(predicted.values())
     count = min(n for n, seconds in predicted.items() if seconds <= best * (1 + TIE))
-    shown = ", ".join(f"{n}: {predicted[n]:.1f} s" for n in sorted(predicted) if n in (1, 2, 4, 8, count))
+    shown = ", ".join(
+        f"{n}: {predicted[n]:.1f} s" for n in sorted(predicted) if n in (1, 2, 4, 8, count)
+    )
     unknown = f", {tests - len(known)} without a recorded duration" if len(known) < tests else ""
     reason = (
         f"auto: {count} worker(s), predicted start-up + tests {predicted[count]:.1f} s "
