@@ -40,6 +40,9 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+# JSON list of root-relative test files: the zygote collects only these before it forks (the
+# files of the first tests to run); a worker collects any other file when sent one of its tests.
+FIRST_FILES = "TESTPOOL_FIRST_FILES"
 BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
 # In every stand-in testpool sets for a per-worker variable while pytest collects (see
 # testpool.workerenv, whose COLLECTION_MARK this must equal).
@@ -200,12 +203,64 @@ class _Zygote(_Collector):
     result fd the zygote reports ``{"ready": n}`` once collected and ``{"exited": pid,
     "status": code}`` as children end. Those are single ``os.write`` calls below PIPE_BUF, so
     they never interleave, even when the SIGCHLD handler writes in the middle of the main loop.
+
+    **Early start.** With ``TESTPOOL_FIRST_FILES`` the zygote collects only those files (the
+    first tests' own) and is ready as soon as they are: the workers start running while the
+    rest would still be collecting. A worker sent a test of a file it has not collected
+    collects that file then (:meth:`collect_more`), as the zygote would have: with the
+    collection-time stand-ins in the environment, so what a module reads at import does not
+    depend on which worker imported it, or when.
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
         super().__init__()
         self._cmd_fd = cmd_fd
         self._result_fd = result_fd
+        first = os.environ.get(FIRST_FILES)
+        self._early = first is not None
+        # The files collected (or to collect) now; the others wait, by node id (a file may
+        # have more than one collector: a module and its doctests).
+        self._collect_now: set[str] = set(json.loads(first)) if first else set()
+        self._deferred: dict[str, list[pytest.File]] = {}
+        self._collecting_env: dict[str, str] = {}  # the zygote's: with the stand-ins
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> pytest.CollectReport | None:
+        """Early start: a test file that is not one of the first tests' is found (its folder,
+        its conftests and its node are as in a full collection) but not imported or collected
+        until a worker is sent one of its tests."""
+        if not self._early or not isinstance(collector, pytest.File):
+            return None
+        if collector.nodeid in self._collect_now:
+            return None
+        self._deferred.setdefault(collector.nodeid, []).append(collector)
+        return pytest.CollectReport(collector.nodeid, "passed", None, [])
+
+    def collect_more(
+        self, session: pytest.Session, items: dict[str, pytest.Item], nodeid: str
+    ) -> pytest.Item | None:
+        """In a worker: ``nodeid``'s item, after collecting its file if the zygote left it for
+        later (early start). None if it is still not there."""
+        name = nodeid.split("::", 1)[0]
+        files = self._deferred.pop(name, [])
+        if not files:
+            return None
+        self._collect_now.add(name)
+        worker_env = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self._collecting_env)
+        try:
+            collected = [item for file in files for item in session.genitems(file)]
+            config = session.config
+            config.hook.pytest_collection_modifyitems(
+                session=session, config=config, items=collected
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(worker_env)
+        session.items.extend(collected)
+        items.update({item.nodeid: item for item in collected})
+        return items.get(nodeid)
 
     def _send(self, message: dict[str, Any]) -> None:
         os.write(self._result_fd, (json.dumps(message) + "\n").encode())
@@ -223,11 +278,12 @@ class _Zygote(_Collector):
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         items = {item.nodeid: item for item in session.items}
+        self._collecting_env = dict(os.environ)
         signal.signal(signal.SIGCHLD, self._reap)
         # Everything collected so far lives as long as the workers: keep it out of the
         # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
         gc.freeze()
-        self._send({"ready": len(items)})
+        self._send({"ready": len(items), "partial": bool(self._deferred)})
         control = socket.socket(fileno=self._cmd_fd)
         while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
@@ -303,6 +359,8 @@ def _serve(
     for line in reader:
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
         item = items.get(nodeid)
+        if item is None and isinstance(collector, _Zygote):
+            item = collector.collect_more(session, items, nodeid)
         if item is None:
             message = {"id": nodeid, "outcome": "missing", "duration": 0.0}
         else:

@@ -2,7 +2,10 @@
 
 The :class:`Zygote` is a pytest process that collects the suite once and then, on request,
 forks a worker process that already has every test collected (see
-:mod:`testpool.pytest_plugin`). Each :class:`PytestSession` owns one such fork for one
+:mod:`testpool.pytest_plugin`). When the run knows which tests go first (the plan, before any
+worker starts), the zygote collects only their files and the workers start at once, each
+collecting any other file the first time it is sent one of its tests (``early start``;
+``TESTPOOL_EARLY_START=0`` turns it off). Each :class:`PytestSession` owns one such fork for one
 testpool worker and talks to it over a Unix socket: a node id out, a JSON verdict back. A fork
 that crashes or hangs is stopped (its own process group) and replaced by a new fork before the
 worker's next test, in milliseconds, without collecting again.
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from testpool.runners.pytest_runner import PytestRunner
 
 FORK_TIMEOUT = 30.0  # a fork that does not connect back within this is given up
+EARLY_START_VARIABLE = "TESTPOOL_EARLY_START"  # "0": the zygote collects the whole suite first
+COLLECTING = "pytest start and collection"  # the start-up phase (report.json's startup)
 OUTPUT_TAIL = 64 * 1024
 RESULT_LINE_LIMIT = 64 * 1024 * 1024  # a verdict carries the test's captured output
 OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
@@ -82,6 +87,7 @@ class Zygote:
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
         self.collected = 0  # how many tests the zygote collected
+        self.partial = False  # it collected the first tests' files only (early start)
 
     def argv(self) -> list[str]:
         config = self.runner.config
@@ -89,6 +95,12 @@ class Zygote:
             *self.runner.base_args(), "-q", "--testpool-serve",
             str(config.tests_path), *config.pytest_args,
         ]  # fmt: skip
+
+    def first_files(self) -> list[str]:
+        """The files to collect before the first fork (none: the whole suite)."""
+        if os.environ.get(EARLY_START_VARIABLE, "1").strip() == "0":
+            return []
+        return list(self.context.first_files)
 
     @property
     def alive(self) -> bool:
@@ -115,6 +127,17 @@ class Zygote:
             "TESTPOOL_CMD_FD": str(zygote_end.fileno()),
             "TESTPOOL_RESULT_FD": str(result_write),
         }
+        first = self.first_files()
+        if first:
+            env["TESTPOOL_FIRST_FILES"] = json.dumps(first)
+        timeline = self.context.timeline
+        if timeline is not None:
+            timeline.begin(COLLECTING)
+            timeline.facts["collection"] = (
+                f"early start: the first tests' {len(first)} file(s), the rest in the workers"
+                if first
+                else "the whole suite before any test"
+            )
         try:
             process = await spawn(
                 self.argv(), cwd=self.runner.root, env=env, tracker=self.context.tracker,
@@ -155,6 +178,9 @@ class Zygote:
             message = json.loads(line)
             if "ready" in message:
                 self.collected = int(message["ready"])
+                self.partial = bool(message.get("partial"))
+                if self.context.timeline is not None:
+                    self.context.timeline.end(COLLECTING)
                 self._ready.set()
             elif "exited" in message:
                 pid = int(message["exited"])
