@@ -41,7 +41,8 @@ RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
 # JSON list of root-relative test files: the zygote collects only these before it forks (the
-# files of the first tests to run); a worker collects any other file when sent one of its tests.
+# files of the tests to run, or of the first ones); a worker collects any other file when sent
+# one of its tests.
 FIRST_FILES = "TESTPOOL_FIRST_FILES"
 BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
 # In every stand-in testpool sets for a per-worker variable while pytest collects (see
@@ -204,12 +205,13 @@ class _Zygote(_Collector):
     "status": code}`` as children end. Those are single ``os.write`` calls below PIPE_BUF, so
     they never interleave, even when the SIGCHLD handler writes in the middle of the main loop.
 
-    **Early start.** With ``TESTPOOL_FIRST_FILES`` the zygote collects only those files (the
-    first tests' own) and is ready as soon as they are: the workers start running while the
-    rest would still be collecting. A worker sent a test of a file it has not collected
-    collects that file then (:meth:`collect_more`), as the zygote would have: with the
-    collection-time stand-ins in the environment, so what a module reads at import does not
-    depend on which worker imported it, or when.
+    **Collecting what runs, first.** With ``TESTPOOL_FIRST_FILES`` the zygote collects only
+    those test files (those of the tests to run, or of the first tests only) and is ready as
+    soon as they are; the folders and conftests of the whole suite are collected as usual. A
+    worker sent a test of a file the zygote left out collects that file then
+    (:meth:`collect_more`), as the zygote would have: with the collection-time stand-ins in
+    the environment, so what a module reads at import does not depend on which worker
+    imported it, or when.
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
@@ -225,10 +227,12 @@ class _Zygote(_Collector):
         self._collecting_env: dict[str, str] = {}  # the zygote's: with the stand-ins
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_make_collect_report(self, collector: pytest.Collector) -> pytest.CollectReport | None:
-        """Early start: a test file that is not one of the first tests' is found (its folder,
-        its conftests and its node are as in a full collection) but not imported or collected
-        until a worker is sent one of its tests."""
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> pytest.CollectReport | None:
+        """A test file not in ``TESTPOOL_FIRST_FILES`` is found (its folder, its conftests and
+        its node are as in a full collection) but not imported or collected until a worker is
+        sent one of its tests."""
         if not self._early or not isinstance(collector, pytest.File):
             return None
         if collector.nodeid in self._collect_now:
@@ -239,8 +243,8 @@ class _Zygote(_Collector):
     def collect_more(
         self, session: pytest.Session, items: dict[str, pytest.Item], nodeid: str
     ) -> pytest.Item | None:
-        """In a worker: ``nodeid``'s item, after collecting its file if the zygote left it for
-        later (early start). None if it is still not there."""
+        """In a worker: ``nodeid``'s item, after collecting its file if the zygote left it
+        out. None if it is still not there."""
         name = nodeid.split("::", 1)[0]
         files = self._deferred.pop(name, [])
         if not files:

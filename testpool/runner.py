@@ -368,14 +368,21 @@ class Run:
                     )
 
     def _first_files(self, count: int) -> tuple[str, ...]:
-        """The files of the first ``count`` tests to be handed out (those of the first phase
-        with tests to run, longest first): what the executor may prepare first."""
-        for phase in self.phases:
-            tests = [t for t in phase.tests if t in self.cases]
-            if tests:
-                first = order_tests(tests, self.durations)[:count]
-                return tuple(dict.fromkeys(self.cases[t].file for t in first if self.cases[t].file))
-        return ()
+        """The test files the executor prepares before the first test (see
+        :func:`testpool.startup.files_to_prepare_first`); empty: all of them."""
+        from testpool.autoworkers import available_cores
+        from testpool.startup import files_to_prepare_first
+
+        ordered = [
+            test_id
+            for phase in self.phases
+            for test_id in order_tests([t for t in phase.tests if t in self.cases], self.durations)
+        ]
+        if not ordered or not all(self.cases[t].file for t in ordered):
+            return ()
+        files = list(dict.fromkeys(self.cases[t].file for t in ordered))
+        first_wave = len({self.cases[t].file for t in ordered[:count]})
+        return files_to_prepare_first(files, first_wave, workers=count, cores=available_cores())
 
     def _record_server_cost(self, workers: list[Worker]) -> None:
         """What one server start cost in this run (the median worker), for workers = "auto"."""

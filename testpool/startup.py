@@ -1,27 +1,56 @@
-"""Where a run's start-up time goes: named spans measured from the moment the testpool process
-started, kept in ``report.json`` as ``startup`` (and shown by ``just bench``).
+"""Start-up: where a run's start-up time goes, and which test files to prepare first.
 
-The run pipeline and the runner mark the phases they go through (discovery, secrets, the
-services, tmux, each worker's health, the executor's own preparation such as pytest
-collecting, the first test); nothing here decides anything.
+:class:`Timeline` holds named spans measured from the moment the testpool process started,
+kept in ``report.json`` as ``startup`` (and shown by ``just bench``). The run pipeline and the
+runner mark the phases they go through (discovery, secrets, the services, tmux, each worker's
+health, the executor's own preparation such as pytest collecting, the first test).
+
+:func:`files_to_prepare_first` says which test files an executor prepares before the first
+test (pytest's zygote collects those, and only those, before it forks the workers).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
-def process_age() -> float:
-    """Seconds since this process started (its interpreter start and imports included)."""
-    import psutil
+def files_to_prepare_first(
+    files: Sequence[str], first_wave: int, *, workers: int, cores: int
+) -> tuple[str, ...]:
+    """The test files to prepare before any test starts, out of ``files`` (every file with a
+    test to run, in the order their first test is handed out; the first ``first_wave`` are
+    those of the first test of each worker).
 
+    Never the files of tests that will not run (a rerun of one file collects that file, not
+    the suite). And only the first wave's when the workers can afford to prepare the others
+    themselves as they reach them: each worker that reaches a file prepares it again, so that
+    pays off with one worker, or with two cores or more per worker; otherwise the executor
+    prepares every file once, up front.
+    """
+    if workers <= 1 or cores >= 2 * workers:
+        return tuple(files[: max(1, first_wave)])
+    return tuple(files)
+
+
+def process_age() -> float:
+    """Seconds since this process started (its interpreter start and imports included).
+
+    From the kernel's own clock since boot (``/proc/uptime`` and the process's start tick),
+    to the hundredth of a second; psutil's create_time adds the boot time, which Linux gives
+    in whole seconds, and would be off by up to a second."""
     try:
-        return max(0.0, time.time() - psutil.Process().create_time())
-    except psutil.Error:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, ValueError, IndexError):
         return 0.0
+    return max(0.0, uptime - started)
 
 
 class Timeline:

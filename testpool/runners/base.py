@@ -62,8 +62,9 @@ class ExecContext:
     collection_env: Mapping[str, str]
     # Where the run's start-up phases are marked (an executor marks its own: collecting).
     timeline: Timeline | None = None
-    # The test files in the order their tests will be handed out, when known: an executor may
-    # prepare those of the first tests first and start running before the rest is ready.
+    # The test files to prepare before the first test, when the plan is known (see
+    # testpool.startup.files_to_prepare_first); the others are prepared when first needed.
+    # Empty: prepare everything up front.
     first_files: tuple[str, ...] = ()
 
 

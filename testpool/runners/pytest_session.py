@@ -2,10 +2,11 @@
 
 The :class:`Zygote` is a pytest process that collects the suite once and then, on request,
 forks a worker process that already has every test collected (see
-:mod:`testpool.pytest_plugin`). When the run knows which tests go first (the plan, before any
-worker starts), the zygote collects only their files and the workers start at once, each
-collecting any other file the first time it is sent one of its tests (``early start``;
-``TESTPOOL_EARLY_START=0`` turns it off). Each :class:`PytestSession` owns one such fork for one
+:mod:`testpool.pytest_plugin`). When the run knows its tests (the plan, before any worker starts), the
+zygote collects only the files it is told to (those of the tests to run, or of the first
+tests only: see :func:`testpool.startup.files_to_prepare_first`), and a worker collects any
+other file the first time it is sent one of its tests (``TESTPOOL_EARLY_START=0``: the whole
+suite, first). Each :class:`PytestSession` owns one such fork for one
 testpool worker and talks to it over a Unix socket: a node id out, a JSON verdict back. A fork
 that crashes or hangs is stopped (its own process group) and replaced by a new fork before the
 worker's next test, in milliseconds, without collecting again.
@@ -134,7 +135,7 @@ class Zygote:
         if timeline is not None:
             timeline.begin(COLLECTING)
             timeline.facts["collection"] = (
-                f"early start: the first tests' {len(first)} file(s), the rest in the workers"
+                f"{len(first)} file(s) first, the others in the workers when they need them"
                 if first
                 else "the whole suite before any test"
             )
