@@ -198,8 +198,9 @@ class RunSummary:
     started_unix: float = 0.0  # time.time() when the run began (attempt times are relative to it)
     infra_events: list[str] = field(default_factory=list)
     worker_logs: dict[int, str] = field(default_factory=dict)
-    # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
-    # from the start of the run until it could take a test), restarts.
+    # Per worker: port, healthy (seconds from launch until its server answered), cpu (CPU
+    # seconds its server took to get there), ready (seconds from the start of the run until it
+    # could take a test), restarts.
     workers_detail: list[dict[str, Any]] = field(default_factory=list)
     # The configured phases in order (empty without phases), and the run's shared services:
     # name, port, url, state, ready (seconds to become ready), restarts, log.

@@ -702,6 +702,7 @@ class Run:
                     "worker": w.index,
                     "port": w.port,
                     "healthy": round(w.startup_time, 4),
+                    "cpu": round(w.startup_cpu, 4),  # its server's start, in CPU seconds
                     "ready": round(self._ready_at.get(w.index, 0.0), 4),
                     "restarts": w.restarts,
                 }
