@@ -182,6 +182,7 @@ def _run_in(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             started_unix=time.time(),
             part=part,
+            startup=timeline.to_dict(),
         )
     summary = _run(scope, config, options, prepared, out, to_run=to_run, cached=cached)
     summary.part = part

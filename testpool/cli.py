@@ -206,6 +206,7 @@ _full_option = click.option(
     "-w",
     "--workers",
     type=_Workers(),
+    metavar="N|auto",
     envvar="TESTPOOL_WORKERS",
     help=f"Number of dev-server workers, 1-{MAX_WORKERS}, or 'auto': the count predicted to "
     "finish first, from the cores, the CPU a server start took last time and the recorded "

@@ -353,8 +353,9 @@ class Pool:
                 wake=worker.log.activity,
                 diagnose=watch.check,
             )
-            # Measured once healthy: the cost of a start (workers = "auto" plans with it).
-            worker.startup_cpu = procs.session_cpu(worker.pane_pid)
+            # Measured once healthy: the cost of a start (workers = "auto" plans with it). In a
+            # thread: the process table is read, and other workers are still being polled.
+            worker.startup_cpu = await asyncio.to_thread(procs.session_cpu, worker.pane_pid)
         except WorkerStartError as error:
             printed = self.log_tail(worker)
             reason = error.message

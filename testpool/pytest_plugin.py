@@ -40,9 +40,9 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
-# JSON list of root-relative test files: the zygote collects only these before it forks (the
-# files of the tests to run, or of the first ones); a worker collects any other file when sent
-# one of its tests.
+# A file holding a JSON list of root-relative test files: the zygote collects only these before
+# it forks (the files of the tests to run, or of the first ones); a worker collects any other
+# file when sent one of its tests. (A file: the list may be longer than a variable may be.)
 FIRST_FILES = "TESTPOOL_FIRST_FILES"
 BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
 # In every stand-in testpool sets for a per-worker variable while pytest collects (see
@@ -218,11 +218,14 @@ class _Zygote(_Collector):
         super().__init__()
         self._cmd_fd = cmd_fd
         self._result_fd = result_fd
-        first = os.environ.get(FIRST_FILES)
-        self._early = first is not None
+        listing = os.environ.get(FIRST_FILES)
+        self._early = bool(listing)
         # The files collected (or to collect) now; the others wait, by node id (a file may
         # have more than one collector: a module and its doctests).
-        self._collect_now: set[str] = set(json.loads(first)) if first else set()
+        self._collect_now: set[str] = set()
+        if listing:
+            with open(listing) as handle:
+                self._collect_now = set(json.load(handle))
         self._deferred: dict[str, list[pytest.File]] = {}
         self._collecting_env: dict[str, str] = {}  # the zygote's: with the stand-ins
 

@@ -283,7 +283,6 @@ class Run:
         if services.names:
             # A taken worker port ends the run anyway: find out before starting a database.
             check_ports([self.config.port(index) for index in range(count)])
-        if services.names:
             self.timeline.begin("services")
         services.launch()
         if services.names:

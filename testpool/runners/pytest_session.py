@@ -2,12 +2,13 @@
 
 The :class:`Zygote` is a pytest process that collects the suite once and then, on request,
 forks a worker process that already has every test collected (see
-:mod:`testpool.pytest_plugin`). When the run knows its tests (the plan, before any worker starts), the
-zygote collects only the files it is told to (those of the tests to run, or of the first
-tests only: see :func:`testpool.startup.files_to_prepare_first`), and a worker collects any
-other file the first time it is sent one of its tests (``TESTPOOL_EARLY_START=0``: the whole
-suite, first). Each :class:`PytestSession` owns one such fork for one
-testpool worker and talks to it over a Unix socket: a node id out, a JSON verdict back. A fork
+:mod:`testpool.pytest_plugin`). When the run knows its tests (the plan, before any worker
+starts), the zygote collects only the files it is told to (those of the tests to run, or of
+the first tests only: see :func:`testpool.startup.files_to_prepare_first`), and a worker
+collects any other file the first time it is sent one of its tests
+(``TESTPOOL_EARLY_START=0``: the whole suite, first). Each :class:`PytestSession` owns one
+such fork for one testpool worker and talks to it over a Unix socket: a node id out, a JSON
+verdict back. A fork
 that crashes or hangs is stopped (its own process group) and replaced by a new fork before the
 worker's next test, in milliseconds, without collecting again.
 
@@ -88,7 +89,7 @@ class Zygote:
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
         self.collected = 0  # how many tests the zygote collected
-        self.partial = False  # it collected the first tests' files only (early start)
+        self.partial = False  # it left files for the workers to collect
 
     def argv(self) -> list[str]:
         config = self.runner.config
@@ -130,7 +131,9 @@ class Zygote:
         }
         first = self.first_files()
         if first:
-            env["TESTPOOL_FIRST_FILES"] = json.dumps(first)
+            listing = self.context.scratch / "first-files.json"
+            listing.write_text(json.dumps(first))
+            env["TESTPOOL_FIRST_FILES"] = str(listing)
         timeline = self.context.timeline
         if timeline is not None:
             timeline.begin(COLLECTING)
@@ -308,7 +311,7 @@ class PytestSession:
                 "the worker's pytest process sent a broken result (it probably crashed)",
             )
         if verdict.get("outcome") == "missing":
-            return not_collected(self.zygote.collected)
+            return not_collected(None if self.zygote.partial else self.zygote.collected)
         return Outcome(
             OUTCOMES.get(verdict["outcome"], Status.FAILED),
             float(verdict.get("duration", 0.0)),
@@ -341,12 +344,15 @@ class PytestSession:
             self.zygote.context.tracker.discard(conn.pid)
 
 
-def not_collected(collected: int) -> Outcome:
-    """The verdict for a test that discovery found and the workers' pytest did not collect."""
-    message = (
-        f"the workers' pytest did not collect this test (it collected {collected} test(s) "
-        "where discovery found this one)"
+def not_collected(collected: int | None) -> Outcome:
+    """The verdict for a test that discovery found and the workers' pytest did not collect
+    (``collected``: how many it did, when it collected everything it was going to up front)."""
+    where = (
+        f"it collected {collected} test(s) where discovery found this one"
+        if collected is not None
+        else "it collected the test's file, where discovery found this one"
     )
+    message = f"the workers' pytest did not collect this test ({where})"
     return Outcome(Status.FAILED, 0.0, message + "\n" + NOT_COLLECTED_CAUSES, message)
 
 

@@ -153,14 +153,15 @@ def free_port_block(count: int = 8, start: int = 31000) -> int:
 
 
 class Project:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, port_start: int = 31000) -> None:
         self.root = root / name
         self.tests = self.root / "tests"
         self.tests.mkdir(parents=True)
         (self.root / "server.py").write_text(SERVER)
         (self.tests / "conftest.py").write_text(CONFTEST)
         (self.root / "pytest.ini").write_text("[pytest]\n")
-        self.port_base = free_port_block()
+        # Other benchmarks may run at once on a shared machine: sections keep apart.
+        self.port_base = free_port_block(start=port_start)
         self.tmp = root / f"{name}-tmp"
         self.tmp.mkdir()
         self.launched_unix = 0.0
@@ -430,7 +431,7 @@ PHASES_SHOWN = ("python and testpool imports", "discovery", "plan", "secrets", "
 
 def _example_project(root: Path) -> Project:
     """The bundled e2e/ suite and its server, as this repository configures them."""
-    project = Project(root, "example")
+    project = Project(root, "example", port_start=45000)
     shutil.rmtree(project.tests)
     shutil.copytree(REPO / "e2e", project.root / "e2e")
     (project.root / "testpool.toml").write_text(
@@ -441,7 +442,7 @@ def _example_project(root: Path) -> Project:
 
 
 def _big_project(root: Path) -> Project:
-    project = Project(root, "big")
+    project = Project(root, "big", port_start=45500)
     for index in range(BIG_FILES):
         (project.tests / f"test_big_{index:02d}.py").write_text(
             BIG_TEST.format(file=index, per_file=BIG_PER_FILE)
@@ -500,7 +501,7 @@ def bench_breakdown(root: Path, runs: int, results: dict[str, Any]) -> None:
 def bench_autoworkers(root: Path, runs: int, results: dict[str, Any]) -> None:
     out = {}
     for label, burn in (("costly", 1.0), ("cheap", 0.0)):
-        project = Project(root, f"auto-{label}")
+        project = Project(root, f"auto-{label}", port_start=46000)
         server = (project.root / "server.py").read_text()
         (project.root / "server.py").write_text(
             server.replace(
