@@ -486,8 +486,10 @@ def bench_breakdown(root: Path, runs: int, results: dict[str, Any]) -> None:
     for label, suite, args in BREAKDOWN_CASES:
         project = projects[suite]
         samples: dict[str, list[dict[str, float]]] = {"early": [], "full": []}
-        for _ in range(runs):
-            for mode, flag in (("early", "1"), ("full", "0")):  # alternating: same noise
+        pair = (("early", "1"), ("full", "0"))
+        for run in range(runs):
+            # Side by side, each first in turn: both see the same noise.
+            for mode, flag in pair if run % 2 == 0 else pair[::-1]:
                 wall, report = project.testpool(*args, env=project.env(TESTPOOL_EARLY_START=flag))
                 samples[mode].append({**_breakdown_of(report), "wall": wall})
         medians = {
