@@ -25,7 +25,7 @@ from testpool.cache import (
     plan,
     shared_inputs,
 )
-from testpool.config import MAX_WORKERS, RunOptions
+from testpool.config import AUTO, MAX_WORKERS, RunOptions
 from testpool.discovery import discover, select
 from testpool.errors import CacheError, ConfigError, ExitCode
 from testpool.fsutil import display_path
@@ -39,11 +39,13 @@ from testpool.requirements import resolve
 from testpool.results import PhaseResult, RunSummary, cached_result
 from testpool.runners import make_runner
 from testpool.sanitize import block, inline
+from testpool.startup import Timeline, process_age
 from testpool.state import RunScope
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from testpool.autoworkers import Choice
     from testpool.config import Config
     from testpool.distributed import QueueOptions
     from testpool.queues import WorkQueue
@@ -59,12 +61,20 @@ class Prepared:
     items: list[PlanItem]
     hasher: FileHasher
     shared: SharedInputs
+    timeline: Timeline
 
 
-def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) -> Prepared:
+def prepare(
+    config: Config,
+    options: RunOptions,
+    err: Console,
+    scope: RunScope,
+    timeline: Timeline | None = None,
+) -> Prepared:
     """Discover, filter and decide per test whether the cache lets it be skipped.
 
     A discovery that has to start a process (pytest collecting) does so inside ``scope``."""
+    timeline = timeline or Timeline()
     runner = make_runner(config, options.runner_args)
     store = CacheStore(config.cache_path)
     data, warning = store.load()
@@ -85,16 +95,19 @@ def prepare(config: Config, options: RunOptions, err: Console, scope: RunScope) 
         except CacheError as error:
             cache_warning(error)
     hasher = FileHasher(config.root)
-    cases, discovery_update = discover(runner, config, hasher, data, scope)
-    selected = select(resolve(cases, config), options.patterns)
-    shared = shared_inputs(config, runner, hasher, data.salt)
-    items = plan(selected, data, runner, hasher, shared, full=options.full)
+    with timeline.span("discovery"):
+        cases, discovery_update, from_cache = discover(runner, config, hasher, data, scope)
+    timeline.facts["discovery"] = "cached" if from_cache else "collected"
+    with timeline.span("plan"):
+        selected = select(resolve(cases, config), options.patterns)
+        shared = shared_inputs(config, runner, hasher, data.salt)
+        items = plan(selected, data, runner, hasher, shared, full=options.full)
     if discovery_update:
         try:
             store.record({}, discovery_update, salt=data.salt)
         except CacheError as error:
             cache_warning(error)
-    return Prepared(runner, store, data, items, hasher, shared)
+    return Prepared(runner, store, data, items, hasher, shared, timeline)
 
 
 def sweep(err: Console) -> None:
@@ -124,6 +137,7 @@ def check_results_dir(config: Config) -> None:
 
 def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -> int:
     started = time.monotonic()
+    timeline = Timeline(age=process_age())
     if options.queue is not None and config.phases:
         # A shared queue hands out the whole build at once; phase order across machines (and a
         # required phase stopping them all) is not built yet.
@@ -131,7 +145,7 @@ def run_suite(config: Config, options: RunOptions, out: Console, err: Console) -
     sweep(err)
     check_results_dir(config)
     with RunScope(config.root) as scope:
-        summary, reasons = _run_in(scope, config, options, out, err, started)
+        summary, reasons = _run_in(scope, config, options, out, err, started, timeline)
     # Why each test ran, or "unchanged" (report.json; `testpool explain` reads it)
     summary.results = [replace(r, reason=reasons.get(r.id, r.reason)) for r in summary.results]
     shown = [
@@ -153,9 +167,10 @@ def _run_in(
     out: Console,
     err: Console,
     started: float,
+    timeline: Timeline,
 ) -> tuple[RunSummary, dict[str, str]]:
     """The run's summary, and why the plan ran or skipped each test."""
-    prepared = prepare(config, options, err, scope)
+    prepared = prepare(config, options, err, scope, timeline)
     reasons = {item.case.id: item.reason for item in prepared.items}
     if options.queue is not None:
         return _run_on_queue(scope, config, options, prepared, out, started), reasons
@@ -182,6 +197,7 @@ def _run_in(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             started_unix=time.time(),
             part=part,
+            startup=timeline.to_dict(),
         )
         return summary, reasons
     summary = _run(scope, config, options, prepared, out, to_run=to_run, cached=cached)
@@ -206,6 +222,14 @@ def _run(
     from testpool.report.console import make_reporter
     from testpool.runner import Run
 
+    # A queue machine gets the whole build (its cached tests too). It plans for the build's
+    # tests to run as if it ran them alone: how many machines share it is not known.
+    choice = choose_workers(
+        config, prepared, to_run, plan_for=[i for i in to_run if i.run] if queue else None
+    )
+    if choice.auto:
+        say(out, f"testpool: workers: {choice.reason}")
+    config = replace(config, workers=choice.workers)
     logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
     logs.create()
     # What the digests of the tests to run are made of, recorded with their results so that
@@ -227,8 +251,39 @@ def _run(
         scope=scope,
         logs=logs,
         queue=queue,
+        timeline=prepared.timeline,
+        workers_choice=choice.to_dict(),
     )
     return asyncio.run(run.execute())
+
+
+def choose_workers(
+    config: Config,
+    prepared: Prepared,
+    to_run: list[PlanItem],
+    *,
+    plan_for: list[PlanItem] | None = None,
+) -> Choice:
+    """The configured worker count (at most one per test of ``to_run``), or for ``workers =
+    "auto"`` the one predicted to finish ``plan_for`` (default: ``to_run``) first (see
+    :mod:`testpool.autoworkers`). Called by a run, and by ``--watch`` for the whole suite (any
+    change may rerun any test)."""
+    from testpool.autoworkers import Choice, ServerCost, available_cores, choose, server_key
+
+    if config.workers != AUTO:
+        count = min(config.worker_count, len(to_run))
+        return Choice(count, f"{config.worker_count} worker(s) configured")
+    to_run = to_run if plan_for is None else plan_for
+    recorded = prepared.data.stats.get(server_key(config))
+    tests = prepared.data.tests
+    return choose(
+        cores=available_cores(),
+        durations=[
+            tests[item.case.id].duration if item.case.id in tests else None for item in to_run
+        ],
+        server=ServerCost.from_dict(recorded) if recorded is not None else None,
+        max_workers=MAX_WORKERS,
+    )
 
 
 def _my_shard(shard: Shard, prepared: Prepared) -> tuple[list[PlanItem], dict[str, Any]]:

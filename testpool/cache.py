@@ -15,7 +15,8 @@ Besides the digests, an entry keeps why the test last ran and its last :data:`HI
 results (for ``testpool explain``), and the file keeps *manifests*: for each component digest
 an entry refers to, what it was made of (file path -> digest, or config key -> digest), so that
 ``testpool explain`` can name the files that changed. Manifests no entry refers to are dropped
-on every write.
+on every write. It also keeps run-wide ``stats`` (what a server start costs, for
+``workers = "auto"``), which a file without them simply lacks (measured anew).
 
 Called by the CLI pipeline: :func:`plan` before a run (and for ``testpool list``),
 :class:`CacheStore` to load and to record results as tests finish, and ``testpool explain``.
@@ -183,6 +184,8 @@ class CacheData:
     discovery: dict[str, dict[str, Any]] = field(default_factory=dict)
     # component digest -> what it was made of (name -> digest); see the module docstring
     manifests: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Run-wide measurements, e.g. what a server start costs (see testpool.autoworkers).
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     salt_from_file: bool = False  # False: ``salt`` was made up by this process
     foreign: bool = False  # the file is not a testpool cache: never overwrite it
 
@@ -197,6 +200,7 @@ class CacheData:
             "tests": {test_id: self.tests[test_id].to_dict() for test_id in sorted(self.tests)},
             "manifests": {key: self.manifests[key] for key in sorted(self.manifests)},
             "discovery": self.discovery,
+            **({"stats": self.stats} if self.stats else {}),
         }
 
     def referenced(self) -> set[str]:
@@ -273,6 +277,7 @@ class CacheStore:
         *,
         salt: str,
         manifests: Mapping[str, Mapping[str, str]] | None = None,
+        stats: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Merge ``updates`` into the file under the lock and replace it atomically.
 
@@ -280,10 +285,10 @@ class CacheStore:
         ``salt`` is the one the updates' secrets digests were made with; it becomes the file's
         salt if the file has none yet. ``manifests`` (component digest -> what it was made of)
         are kept where an entry refers to them; the file's own are dropped once none does.
-        A file that is not a testpool cache is left alone (its load warned about it). Raises
+        ``stats`` (run-wide measurements) replace the file's, key by key. A file that is not a testpool cache is left alone (its load warned about it). Raises
         :class:`CacheError` if the file cannot be written.
         """
-        if not updates and not discovery:
+        if not updates and not discovery and not stats:
             return
         try:
             with self._locked():
@@ -311,6 +316,8 @@ class CacheStore:
                     for digest, manifest in current.manifests.items()
                     if digest in referenced
                 }
+                if stats:
+                    current.stats.update(stats)
                 self._write(current)
         except OSError as error:
             raise CacheError(
@@ -403,6 +410,9 @@ def parse(raw: bytes | str, name: str = "cache") -> tuple[CacheData, str | None]
     if isinstance(manifests, dict):
         # Checked when used (explain), not here: the fast path never reads them.
         data.manifests = {k: v for k, v in manifests.items() if isinstance(v, dict)}
+    stats = document.get("stats")
+    if isinstance(stats, dict):
+        data.stats = {str(k): v for k, v in stats.items() if isinstance(v, dict)}
     return data, None
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from testpool import __version__
-from testpool.config import MAX_WORKERS, Config, RunOptions, load_config, with_overrides
+from testpool.config import AUTO, MAX_WORKERS, Config, RunOptions, load_config, with_overrides
 from testpool.errors import ConfigError, ExitCode, TestpoolError
 from testpool.report.console import make_consoles, print_error
 
@@ -113,6 +113,23 @@ def split_runner_args(args: list[str], with_values: set[str]) -> tuple[list[str]
     return args, []
 
 
+class _Workers(click.types.StringParamType):
+    """``--workers``: a count from 1 to MAX_WORKERS, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) or str(value).strip().lower() == AUTO:
+            return value if isinstance(value, int) else AUTO
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of workers (1-{MAX_WORKERS}) or 'auto'.")
+        if not 1 <= count <= MAX_WORKERS:
+            self.fail(f"{count} is not in the range 1<=x<={MAX_WORKERS}, nor 'auto'.")
+        return count
+
+
 class _Patterns(click.types.StringParamType):
     """``--file`` values; from ``TESTPOOL_FILE``, one pattern per line (a pattern may hold
     spaces)."""
@@ -189,9 +206,12 @@ _full_option = click.option(
 @click.option(
     "-w",
     "--workers",
-    type=click.IntRange(1, MAX_WORKERS),
+    type=_Workers(),
+    metavar="N|auto",
     envvar="TESTPOOL_WORKERS",
-    help=f"Number of dev-server workers, 1-{MAX_WORKERS} [env: TESTPOOL_WORKERS; config: workers; default: 1].",
+    help=f"Number of dev-server workers, 1-{MAX_WORKERS}, or 'auto': the count predicted to "
+    "finish first, from the cores, the CPU a server start took last time and the recorded "
+    "test durations [env: TESTPOOL_WORKERS; config: workers; default: 1].",
 )
 @_file_option
 @_full_option
@@ -281,7 +301,7 @@ _full_option = click.option(
 @click.pass_context
 def cli(
     ctx: click.Context,
-    workers: int | None,
+    workers: int | str | None,
     patterns: tuple[str, ...],
     full: bool,
     timeout: float | None,

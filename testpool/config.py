@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from testpool.shard import Shard
 
 MAX_WORKERS = 8
+AUTO = "auto"  # ``workers = "auto"``: chosen per run (see testpool.autoworkers)
 RUNNERS = ("pytest", "go", "command")
 ISOLATIONS = ("worker", "test")
 PYTEST_MODES = ("session", "process")
@@ -47,7 +48,7 @@ class Config:
     root: Path
     source: Path
     server: str
-    workers: int = 1
+    workers: int | str = 1  # a count, or AUTO until the run resolves it
     port_base: int = 9000
     health_path: str = "/health"
     health_interval: float = 0.2
@@ -102,6 +103,13 @@ class Config:
     def port(self, worker: int) -> int:
         return self.port_base + worker
 
+    @property
+    def worker_count(self) -> int:
+        """``workers`` once resolved (the run pipeline replaces AUTO with a count)."""
+        if not isinstance(self.workers, int):
+            raise ValueError("workers = 'auto' is resolved before the run starts")
+        return self.workers
+
     def services_for_server(self) -> tuple[str, ...]:
         """The services every worker's server needs: ``server_requires`` plus those that
         ``server``, ``env``, ``health_path`` and the ``files`` templates name in placeholders
@@ -154,7 +162,7 @@ class RunOptions:
 # key -> (accepted python types, human description)
 _NUMBER = (int, float)
 _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
-    "workers": ((int,), "an integer from 1 to 8"),
+    "workers": ((int, str), 'an integer from 1 to 8, or "auto"'),
     "port_base": ((int,), "an integer port number"),
     "server": ((str,), "a command string"),
     "health_path": ((str,), "a URL path starting with '/'"),
@@ -240,7 +248,8 @@ def parse_config(
             raise ConfigError(f"{where}: unknown key '{key}'{suggestion}")
         types, description = _SCHEMA[key]
         # bool is an int subclass; `workers = true` is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, types):
+        wrong_word = key == "workers" and isinstance(value, str) and value != AUTO
+        if isinstance(value, bool) or not isinstance(value, types) or wrong_word:
             raise ConfigError(
                 f"{where}: '{key}' must be {description}, got {type(value).__name__} {value!r}"
             )
@@ -278,9 +287,12 @@ def parse_config(
 
 def validate(config: Config, where: str = "config") -> None:
     """Check value ranges and cross-key rules; also used after CLI overrides."""
-    if not 1 <= config.workers <= MAX_WORKERS:
+    if config.workers != AUTO and not (
+        isinstance(config.workers, int) and 1 <= config.workers <= MAX_WORKERS
+    ):
         raise ConfigError(
-            f"{where}: 'workers' must be from 1 to {MAX_WORKERS}, got {config.workers}"
+            f"{where}: 'workers' must be from 1 to {MAX_WORKERS} or \"auto\", "
+            f"got {config.workers!r}"
         )
     if not 1024 <= config.port_base <= 65535 - MAX_WORKERS:
         raise ConfigError(f"{where}: 'port_base' must be from 1024 to {65535 - MAX_WORKERS}")

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 def discover(
     runner: Runner, config: Config, hasher: FileHasher, data: CacheData, scope: RunScope
-) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None]:
-    """The tests, and the discovery-cache update to record (None if nothing to record).
+) -> tuple[list[TestCase], dict[str, dict[str, Any]] | None, bool]:
+    """The tests, the discovery-cache update to record (None if nothing to record), and
+    whether they came from the cache (no runner process was started).
 
     A selection (``-- ARGS``) is part of the runner's discovery key and has a slot of its
     own: the whole suite's collection stays cached beside the latest selection's."""
@@ -34,14 +35,14 @@ def discover(
     cached = data.discovery.get(slot)
     if key is not None and cached and cached.get("key") == key:
         try:
-            return [_case(entry) for entry in cached["tests"]], None
+            return [_case(entry) for entry in cached["tests"]], None, True
         except (KeyError, IndexError, TypeError):
             pass  # a damaged entry: collect again
     cases = runner.discover(scope)
     if not cases:
         raise NoTestsError(f"no tests found under {config.tests}")
     if key is None:
-        return cases, None
+        return cases, None, False
     update = {
         slot: {
             "key": key,
@@ -50,7 +51,7 @@ def discover(
             ],
         }
     }
-    return cases, update
+    return cases, update, False
 
 
 def _case(entry: list[Any]) -> TestCase:

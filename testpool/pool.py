@@ -81,6 +81,7 @@ class Worker:
     current_test: str | None = None
     since: float = 0.0
     startup_time: float = 0.0
+    startup_cpu: float = 0.0  # CPU seconds its server took from launch until healthy
 
     @property
     def session(self) -> str:
@@ -362,6 +363,9 @@ class Pool:
                 wake=worker.log.activity,
                 diagnose=watch.check,
             )
+            # Measured once healthy: the cost of a start (workers = "auto" plans with it). In a
+            # thread: the process table is read, and other workers are still being polled.
+            worker.startup_cpu = await asyncio.to_thread(procs.session_cpu, worker.pane_pid)
         except WorkerStartError as error:
             printed = self.log_tail(worker)
             reason = error.message

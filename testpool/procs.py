@@ -224,6 +224,25 @@ def session_listeners(leader: int) -> list[tuple[str, int]]:
     return found
 
 
+def session_cpu(leader: int) -> float:
+    """CPU seconds (user + system) used so far by ``leader`` and every process below it,
+    including descendants that have already exited and been waited for (a compiler run by
+    ``go run``, npm's shell): what a worker's server start cost. 0.0 if it is gone."""
+    try:
+        root = psutil.Process(leader)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue  # ended meanwhile: its parent's children_* hold it once it is waited for
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 async def watch_exit(pid: int, poll: float = 0.2) -> None:
     """Return when ``pid`` exits: at once through a pidfd where Linux offers one, else by polling."""
     try:

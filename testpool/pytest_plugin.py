@@ -48,6 +48,10 @@ CMD_FD = "TESTPOOL_CMD_FD"
 RESULT_FD = "TESTPOOL_RESULT_FD"
 RESULT_FILE = "TESTPOOL_RESULT_FILE"
 COLLECT_FILE = "TESTPOOL_COLLECT_FILE"
+# A file holding a JSON list of root-relative test files: the zygote collects only these before
+# it forks (the files of the tests to run, or of the first ones); a worker collects any other
+# file when sent one of its tests. (A file: the list may be longer than a variable may be.)
+FIRST_FILES = "TESTPOOL_FIRST_FILES"
 BASE_URL_PLUGIN = "base_url"  # pytest-base-url's registered name (pytest-playwright uses it)
 # In every stand-in testpool sets for a per-worker variable while pytest collects (see
 # testpool.workerenv, whose COLLECTION_MARK this must equal).
@@ -247,6 +251,16 @@ class _Zygote(_Collector):
     line reaches every forked worker in place of a node id: both collect the changed files
     again (see :func:`recollect`) and answer ``{"recollected": {...}}``, the zygote on the
     result fd, a worker on its socket. Workers forked after that run the new code too.
+
+    **Collecting what runs, first.** With ``TESTPOOL_FIRST_FILES`` the zygote collects only
+    those test files (those of the tests to run, or of the first tests only) and is ready as
+    soon as they are; the folders and conftests of the whole suite are collected as usual. A
+    worker sent a test of a file the zygote left out collects that file then
+    (:meth:`collect_more`), as the zygote would have: with the collection-time stand-ins in
+    the environment and the reads of per-worker variables noted, so a module that reads one
+    at import is then imported anew with the worker's values, as if the zygote had collected
+    it. A ``--watch`` re-collection collects a changed file that was left out for the first
+    time; the others stay left out (its answer names them).
     """
 
     def __init__(self, cmd_fd: int, result_fd: int) -> None:
@@ -259,6 +273,15 @@ class _Zygote(_Collector):
         # that cannot be (both kept up to date by --watch's re-collections).
         self._renewal = Renewal({})
         self._stuck: list[Stuck] = []
+        # While the suite is collected: the test files to collect (root-relative node ids),
+        # None for all of them. The others are left for later, by node id (a file may have
+        # more than one collector: a module and its doctests).
+        self._first: set[str] | None = None
+        listing = os.environ.get(FIRST_FILES)
+        if listing:
+            with open(listing) as handle:
+                self._first = set(json.load(handle))
+        self.deferred: dict[str, list[pytest.File]] = {}
 
     @pytest.hookimpl(wrapper=True)
     def pytest_collection(self, session: pytest.Session) -> Any:
@@ -266,6 +289,59 @@ class _Zygote(_Collector):
             return (yield)
         finally:
             self._reads = pytest_reimport.stop_watching()  # before any fork
+            self._first = None  # from now on every file asked for is collected
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> pytest.CollectReport | None:
+        """A test file not in ``TESTPOOL_FIRST_FILES`` is found (its folder, its conftests and
+        its node are as in a full collection) but not imported or collected until a worker is
+        sent one of its tests."""
+        if self._first is None or not isinstance(collector, pytest.File):
+            return None
+        if collector.nodeid in self._first:
+            return None
+        self.deferred.setdefault(collector.nodeid, []).append(collector)
+        return pytest.CollectReport(collector.nodeid, "passed", None, [])
+
+    def collect_more(
+        self,
+        session: pytest.Session,
+        items: dict[str, pytest.Item],
+        nodeid: str,
+        renewal: Renewal,
+        stuck: list[Stuck],
+    ) -> None:
+        """In a worker: collect the file of ``nodeid`` into ``items`` if the zygote left it out
+        (once), as the zygote would have: with the collection-time stand-ins in place and the
+        reads of per-worker variables noted. A module that read one is then imported anew with
+        this worker's values before its first test here (``renewal``), as are those the zygote
+        collected; the other readers join ``stuck``. A module that fails to collect (or skips
+        itself) gives its tests that verdict. Called by :func:`_serve` before a test."""
+        files = self.deferred.pop(nodeid.split("::", 1)[0], [])
+        if not files:
+            return
+        reads: list[pytest_reimport.Read] = []
+        collected: list[pytest.Item] = []
+        failed: list[pytest.CollectReport] = []
+        config = session.config
+        with _collection_environ(), _noting_reads(reads):
+            for file in files:
+                found, uncollected = pytest_reimport.collect_tree(file)
+                collected += found
+                failed += uncollected
+            config.hook.pytest_collection_modifyitems(
+                session=session, config=config, items=collected
+            )
+        stale, others = pytest_reimport.sort_reads(
+            reads, pytest_reimport.modules_by_file(collected)
+        )
+        renewal.collected_again([files[0].path], stale)
+        renewal.failed_to_collect(failed, files[0].path)
+        stuck[:] = pytest_reimport.still_stuck(stuck, others, [])
+        session.items.extend(collected)
+        items.update((item.nodeid, item) for item in collected)
 
     def _send(self, message: dict[str, Any]) -> None:
         data = memoryview((json.dumps(message) + "\n").encode())
@@ -298,7 +374,7 @@ class _Zygote(_Collector):
         # Everything collected so far lives as long as the workers: keep it out of the
         # garbage collector's sight (fewer copy-on-write pages, much cheaper gc.collect()).
         gc.freeze()
-        self._send({"ready": len(self._items)})
+        self._send({"ready": len(self._items), "partial": bool(self.deferred)})
         control = socket.socket(fileno=self._cmd_fd)
         while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
@@ -308,7 +384,12 @@ class _Zygote(_Collector):
                 request = json.loads(data)
                 if "recollect" in request:
                     self._items, answer = recollect(
-                        session, self._items, request["recollect"], self._renewal, self._stuck
+                        session,
+                        self._items,
+                        request["recollect"],
+                        self._renewal,
+                        self._stuck,
+                        self.deferred,
                     )
                     self._send({"recollected": answer})
                     gc.freeze()
@@ -333,13 +414,17 @@ def recollect(
     request: dict[str, Any],
     renewal: Renewal,
     stuck: list[Stuck],
+    deferred: dict[str, list[pytest.File]],
 ) -> tuple[dict[str, pytest.Item], dict[str, Any]]:
     """``--watch``: forget the modules of ``request["purge"]`` and collect the test files of
     ``request["modules"]`` again (new ones too, where pytest would collect them; a file gone
     loses its tests). Returns the tests now collected and the answer for testpool: every test
     (see :func:`describe`), the files that did not collect, the new files that could not be
-    placed (in a folder where nothing was collected: testpool then collects anew), and the
-    files of ``purge`` that were loaded modules.
+    placed (in a folder where nothing was collected: testpool then collects anew), the
+    files of ``purge`` that were loaded modules, and the test files this process has still
+    not collected (``deferred``: left out by the zygote, see :class:`_Zygote`, and not
+    changed; testpool keeps their tests as it knew them). A changed file in ``deferred`` is
+    collected now, for the first time here.
 
     Runs in the zygote and in every forked worker, with the environment pytest collected in
     (the stand-ins), so a module reads at import what it would read in a fresh run, and the
@@ -348,6 +433,12 @@ def recollect(
     is imported anew with the worker's values before its first test there (``renewal``, in
     this worker and in those forked from now on); other readers join ``stuck``."""
     forgotten = _forget_modules({os.path.realpath(path) for path in request["purge"]})
+    paths = [Path(p) for p in request["modules"]]
+    # Where a file left out is to be placed (its folder's node), before the changed ones go.
+    folders = {files[0].path.parent: files[0].parent for files in deferred.values()}
+    changed = {os.fspath(path) for path in paths}
+    for nodeid in [n for n, files in deferred.items() if os.fspath(files[0].path) in changed]:
+        del deferred[nodeid]
     errors = _FailedCollections()
     session.config.pluginmanager.register(errors, "testpool-recollect")
     reads: list[pytest_reimport.Read] = []
@@ -358,7 +449,7 @@ def recollect(
             _shared_bytecode(request.get("bytecode"), stale),
             _noting_reads(reads),  # inside: not the environment's swaps
         ):
-            fresh, unplaced = _collect_files(session, items, [Path(p) for p in request["modules"]])
+            fresh, unplaced = _collect_files(session, items, paths, folders)
     except Exception:  # a plugin's hook failed: testpool then collects in a new zygote
         fresh, unplaced = {}, list(request["modules"])
         errors.reports.append(["", traceback.format_exc()])
@@ -388,22 +479,28 @@ def recollect(
         "errors": errors.reports,
         "unplaced": unplaced,
         "forgotten": forgotten,
+        "deferred": sorted(deferred),
     }
     return updated, answer
 
 
 def _collect_files(
-    session: pytest.Session, items: dict[str, pytest.Item], paths: list[Path]
+    session: pytest.Session,
+    items: dict[str, pytest.Item],
+    paths: list[Path],
+    known_folders: dict[Path, pytest.Collector | None],
 ) -> tuple[dict[Path, list[pytest.Item]], list[str]]:
     """The tests of each file in ``paths`` as pytest collects them now (none for a file that
     is gone, ignored or not a test file), and the files it cannot place: new test files in a
-    folder where nothing was collected before."""
+    folder where nothing was collected before (``known_folders``: the nodes of folders whose
+    files were left uncollected)."""
     by_file: dict[Path, tuple[pytest.File, list[pytest.Item]]] = {}
     for item in items.values():
         node = _file_node(item)
         if node is not None:
             by_file.setdefault(node.path, (node, []))[1].append(item)
-    folders = {path.parent: node.parent for path, (node, _) in by_file.items() if node.parent}
+    folders = {path: node for path, node in known_folders.items() if node is not None}
+    folders.update((path.parent, node.parent) for path, (node, _) in by_file.items() if node.parent)
     patterns = session.config.getini("python_files")
     fresh: dict[Path, list[pytest.Item]] = {}
     unplaced: list[str] = []
@@ -595,23 +692,31 @@ def _serve(
     session: pytest.Session,
     items: dict[str, pytest.Item],
     channel: socket.socket,
-    collector: _Collector,
+    collector: _Zygote,
     renewal: Renewal,
     stuck: list[Stuck],
 ) -> None:
     """Run the node ids testpool sends, one verdict line back for each, until it hangs up.
 
-    A test of a module that read a per-worker variable at import runs on that module imported
-    anew in this worker (``renewal``); ``stuck`` are the readers that cannot be.
+    A test of a file the zygote left out runs once this worker collected the file
+    (``collector.collect_more``). A test of a module that read a per-worker variable at import
+    runs on that module imported anew in this worker (``renewal``); ``stuck`` are the readers
+    that cannot be.
     """
     keep = _KeepSession(session)
     reader = channel.makefile("r", encoding="utf-8")
     for line in reader:
         nodeid = json.loads(line)  # JSON: a node id may hold a line break
         if isinstance(nodeid, dict):  # --watch: modules changed (see recollect)
-            items, answer = recollect(session, items, nodeid["recollect"], renewal, stuck)
+            items, answer = recollect(
+                session, items, nodeid["recollect"], renewal, stuck, collector.deferred
+            )
             channel.sendall((json.dumps({"recollected": answer}) + "\n").encode())
             continue
+        if nodeid not in items:
+            # A file the zygote left out: collected here, with the reads noted, before the
+            # renewal below imports it anew if it read the worker's variables.
+            collector.collect_more(session, items, nodeid, renewal, stuck)
         uncollected = renewal.prepare(session, items, nodeid) if renewal else None
         item = items.get(nodeid)
         if uncollected is not None:

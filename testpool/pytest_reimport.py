@@ -240,6 +240,15 @@ class Renewal:
         self._uncollected = [entry for entry in self._uncollected if entry[2] not in keys]
         self._originals = {k: old for k, old in self._originals.items() if k[0] not in keys}
 
+    def failed_to_collect(
+        self, reports: Iterable[pytest.CollectReport], path: str | os.PathLike[str]
+    ) -> None:
+        """The collectors of ``path`` that failed or skipped when a worker collected the file
+        the first time (``pytest_plugin._Zygote.collect_more``): their tests get that verdict
+        here, as tests of a module that fails to import anew do."""
+        key = file_key(path)
+        self._uncollected += [(report.nodeid, collect_verdict(report), key) for report in reports]
+
     def as_collected(self, items: Iterable[pytest.Item]) -> list[pytest.Item]:
         """``items`` with the tests of each module imported anew here in place of the zygote's
         (the ids testpool knows: a worker that lists the suite must list those)."""
@@ -322,13 +331,8 @@ def recollect(
       id (``FixtureManager._arg2fixturedefs``, ``_nodeid_autousenames``), where they would
       shadow the new ones or be taken for the "super" fixture a new one overrides, so they
       are dropped first.
-    - ``_pytest.runner.collect_one_node`` collects one node (the module: importing it),
-      capturing its output and turning an exception into a report; the walk below is
-      ``Session.genitems`` without its duplicate filter, whose cache would take the fresh
-      module for one already seen on pytest 8.
+    - ``_pytest.runner.collect_one_node`` collects one node (see :func:`collect_tree`).
     """
-    from _pytest.runner import collect_one_node
-
     name = getattr(old.obj, "__name__", None)
     if name is not None and sys.modules.get(name) is old.obj:
         del sys.modules[name]
@@ -350,9 +354,29 @@ def recollect(
     )
     if fresh is None:
         raise LookupError(f"pytest no longer collects {old.nodeid} as a {type(old).__name__}")
+    items, uncollected = collect_tree(fresh)
+    config = session.config
+    config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
+    return items, uncollected
+
+
+def collect_tree(
+    root: pytest.Collector,
+) -> tuple[list[pytest.Item], list[pytest.CollectReport]]:
+    """Collect ``root`` (a test file: importing it) and every collector below it, as pytest's
+    collection does: the tests, in pytest's order, and the reports of the collectors that
+    failed or skipped. Called by :func:`recollect`, and by a worker collecting a file the
+    zygote left to it (``pytest_plugin._Zygote.collect_more``).
+
+    ``_pytest.runner.collect_one_node`` collects one node, capturing its output and turning an
+    exception into a report; the walk is ``Session.genitems`` without its duplicate filter,
+    whose cache would take a file node for one already seen on pytest 8 (a fresh module, or
+    the file node the zygote found and left uncollected)."""
+    from _pytest.runner import collect_one_node
+
     items: list[pytest.Item] = []
     uncollected: list[pytest.CollectReport] = []
-    pending: list[pytest.Item | pytest.Collector] = [fresh]
+    pending: list[pytest.Item | pytest.Collector] = [root]
     while pending:
         node = pending.pop(0)
         if isinstance(node, pytest.Item):
@@ -365,8 +389,6 @@ def recollect(
         else:
             uncollected.append(report)
         node.ihook.pytest_collectreport(report=report)
-    config = session.config
-    config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
     return items, uncollected
 
 

@@ -278,8 +278,9 @@ class RunSummary:
     # (and "origin" in a merged report). The report's timeline shows them.
     timed_events: list[dict[str, Any]] = field(default_factory=list)
     worker_logs: dict[int, str] = field(default_factory=dict)
-    # Per worker: port, healthy (seconds from launch until its server answered), ready (seconds
-    # from the start of the run until it could take a test), restarts.
+    # Per worker: port, healthy (seconds from launch until its server answered), cpu (CPU
+    # seconds its server took to get there), ready (seconds from the start of the run until it
+    # could take a test), restarts.
     workers_detail: list[dict[str, Any]] = field(default_factory=list)
     # The configured phases in order (empty without phases), and the run's shared services:
     # name, port, url, state, ready (seconds to become ready), restarts, log.
@@ -294,6 +295,10 @@ class RunSummary:
     part: dict[str, Any] | None = None
     # A merged report: one entry per part it was merged from (origin, run id, exit code...).
     parts: list[dict[str, Any]] = field(default_factory=list)
+    # Where the start-up time went (testpool.startup.Timeline.to_dict), and how the worker
+    # count was chosen (testpool.autoworkers.Choice.to_dict); None when not known.
+    startup: dict[str, Any] | None = None
+    workers_choice: dict[str, Any] | None = None
 
     def counts(self) -> Counter[Status]:
         return Counter(result.status for result in self.results)
@@ -340,6 +345,8 @@ class RunSummary:
             "workers_detail": self.workers_detail,
             **({"part": self.part} if self.part else {}),
             **({"parts": self.parts} if self.parts else {}),
+            **({"workers_choice": self.workers_choice} if self.workers_choice else {}),
+            **({"startup": self.startup} if self.startup else {}),
             "phases": [phase.to_dict() for phase in self.phases],
             "services": self.services,
             "tests": [result.to_dict() for result in self.results],
@@ -367,4 +374,8 @@ class RunSummary:
             parts=[dict(p) for p in data.get("parts", []) if isinstance(p, dict)],
             phases=[PhaseResult.from_dict(p) for p in data.get("phases", [])],
             services=list(data.get("services", [])),
+            startup=dict(data["startup"]) if isinstance(data.get("startup"), dict) else None,
+            workers_choice=dict(data["workers_choice"])
+            if isinstance(data.get("workers_choice"), dict)
+            else None,
         )

@@ -47,9 +47,10 @@ from testpool.results import (
     cached_result,
 )
 from testpool.runners.base import ExecContext, TestCase, WorkerContext
-from testpool.scheduler import Scheduler
+from testpool.scheduler import Scheduler, order_tests
 from testpool.secrets import Redactor, load_secrets
 from testpool.services import Services, ServiceSettings
+from testpool.startup import Timeline
 from testpool.state import RunJournal, RunScope
 from testpool.workerenv import collection_env
 
@@ -91,6 +92,7 @@ class CacheRecorder:
         self.inputs = inputs
         self.reasons = reasons or {}  # why the plan ran each test (kept for `testpool explain`)
         self.secret_names: tuple[str, ...] = ()
+        self.stats: dict[str, dict[str, Any]] = {}  # run-wide measurements, written at the end
         self.warn: Callable[[str], None] = lambda message: None
         self._pending: dict[str, CacheEntry] = {}
         self._warned = False
@@ -113,17 +115,19 @@ class CacheRecorder:
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        self._write(batch)
+        self._write(batch, self.stats)
 
     async def flush_now(self) -> None:
         """Write what is pending now (off the event loop), e.g. after a --watch pass."""
         batch, self._pending = self._pending, {}
-        if not await asyncio.to_thread(self._write, batch):
+        if not await asyncio.to_thread(self._write, batch, self.stats):
             self._pending = {**batch, **self._pending}
 
-    def _write(self, batch: dict[str, CacheEntry]) -> bool:
+    def _write(
+        self, batch: dict[str, CacheEntry], stats: dict[str, dict[str, Any]] | None = None
+    ) -> bool:
         try:
-            self.store.record(batch, salt=self.salt)
+            self.store.record(batch, salt=self.salt, stats=stats)
         except CacheError as error:
             if not self._warned:
                 self._warned = True
@@ -153,8 +157,13 @@ class Run:
         queue: WorkQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
         watch: WatchLoop | None = None,
+        timeline: Timeline | None = None,
+        workers_choice: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
+        # Where the start-up time went (report.json's startup: with --watch, the first pass's)
+        self.timeline = timeline or Timeline(clock)
+        self.workers_choice = dict(workers_choice) if workers_choice else None
         self.options = options
         self.runner = runner
         self.durations = durations
@@ -230,7 +239,8 @@ class Run:
         self._install_signal_handlers(main)
         flusher: asyncio.Task[None] | None = None
         try:
-            secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
+            with self.timeline.span("secrets"):
+                secrets = load_secrets([self.config.path(p) for p in self.config.secrets])
             self.redact = Redactor.for_secrets(secrets)
             self.evidence.redact = self.redact
             self.recorder.secret_names = tuple(sorted(secrets))
@@ -259,7 +269,8 @@ class Run:
     ) -> None:
         # With --watch every worker starts (a change may rerun any test), as does every
         # service a test of the suite needs.
-        count = self.config.workers if self.watch else min(self.config.workers, len(self.to_run))
+        configured = self.config.worker_count
+        count = configured if self.watch else min(configured, len(self.to_run))
         suite = [item.case for item in [*self.to_run, *self.cached]] if self.watch else []
         services = self.services = Services(
             ServiceSettings(
@@ -305,10 +316,13 @@ class Run:
             base_env=base_env,
             common_env=common_env,
             collection_env=collection_env(common_env, configured={*self.config.env, *secrets}),
+            timeline=self.timeline,
+            first_files=self._first_files(count) if self.shared_queue is None else (),
         )
         if services.names:
             # A taken worker port ends the run anyway: find out before starting a database.
             check_ports([self.config.port(index) for index in range(count)])
+            self.timeline.begin("services")
         services.launch()
         if services.names:
             self.reporter.note(
@@ -318,7 +332,10 @@ class Run:
         executor = self.executor = self.runner.executor(context)
         await executor.warm_up()
         await services.ready(server_services)  # the workers' servers need these
-        workers = pool.launch(count)
+        with self.timeline.span("tmux launch"):
+            workers = pool.launch(count)
+        for worker in workers:
+            self.timeline.begin(f"worker {worker.index} healthy")
         pool.on_change(self._worker_changed)
         self.reporter.start(self._board(workers))
         self.reporter.note(f"workers: {pool.attach_hint} (while it runs)")
@@ -332,6 +349,9 @@ class Run:
             if not preparing.done():
                 preparing.cancel()
                 await asyncio.gather(preparing, return_exceptions=True)
+        if services.names:
+            self.timeline.end("services")
+        self._record_server_cost(workers)
         if services.names:
             self._supervisor = asyncio.ensure_future(self._supervise_services())
         for test_id, outcome in decided.items():
@@ -387,6 +407,38 @@ class Run:
                         f"required phase {phase.name} failed: the later phases do not run"
                     )
 
+    def _first_files(self, count: int) -> tuple[str, ...]:
+        """The test files the executor prepares before the first test (see
+        :func:`testpool.startup.files_to_prepare_first`); empty: all of them."""
+        from testpool.autoworkers import available_cores
+        from testpool.startup import files_to_prepare_first
+
+        ordered = [
+            test_id
+            for phase in self.phases
+            for test_id in order_tests([t for t in phase.tests if t in self.cases], self.durations)
+        ]
+        if not ordered or not all(self.cases[t].file for t in ordered):
+            return ()
+        files = list(dict.fromkeys(self.cases[t].file for t in ordered))
+        first_wave = len({self.cases[t].file for t in ordered[:count]})
+        return files_to_prepare_first(files, first_wave, workers=count, cores=available_cores())
+
+    def _record_server_cost(self, workers: list[Worker]) -> None:
+        """What one server start cost in this run (the median worker), for workers = "auto"."""
+        from statistics import median
+
+        from testpool.autoworkers import ServerCost, server_key
+
+        if not workers:
+            return
+        cost = ServerCost(
+            cpu=median(w.startup_cpu for w in workers),
+            wall=median(w.startup_time for w in workers),
+            workers=len(workers),
+        )
+        self.recorder.stats[server_key(self.config)] = cost.to_dict()
+
     def _failures_left(self) -> int | None:
         """What is left of ``--max-failures`` for the next phase."""
         if self.options.max_failures is None:
@@ -434,9 +486,16 @@ class Run:
         assert self.pool is not None
         session = executor.for_worker(self._worker_context(worker))
         self.sessions[worker.index] = session
+        pool = self.pool
+
+        async def healthy() -> None:
+            await pool.wait_ready(worker)
+            self.timeline.end(f"worker {worker.index} healthy")
+
         # The executor (e.g. pytest collecting) gets ready while the server starts.
-        await _all_or_nothing([self.pool.wait_ready(worker), session.start()])
+        await _all_or_nothing([healthy(), session.start()])
         self._ready_at[worker.index] = self.clock() - self._started
+        self.timeline.mark(f"worker {worker.index} ready")
 
     def _worker_context(self, worker: Worker) -> WorkerContext:
         assert self.pool is not None
@@ -581,6 +640,7 @@ class Run:
         needs = self._needs_of(case)
         started = self.clock()
         log_start = worker.log.offset()
+        self.timeline.mark("first test started")
         worker.current_test, worker.since = case.id, started
         self.pool.set_state(worker, WorkerState.RUNNING)
         running = asyncio.ensure_future(session.run(case, self.config.test_timeout))
@@ -793,6 +853,7 @@ class Run:
                     "worker": w.index,
                     "port": w.port,
                     "healthy": round(w.startup_time, 4),
+                    "cpu": round(w.startup_cpu, 4),  # its server's start, in CPU seconds
                     "ready": round(self._ready_at.get(w.index, 0.0), 4),
                     "restarts": w.restarts,
                 }
@@ -803,6 +864,8 @@ class Run:
             error=self.error.message if self.error else "",
             error_detail=self.error.detail if self.error else "",
             error_exit=self.error.exit_code if self.error else 0,
+            startup=self.timeline.to_dict(),
+            workers_choice=self.workers_choice,
         )
 
     def _phase_results(self, results: list[TestResult]) -> list[PhaseResult]:

@@ -45,6 +45,7 @@ from testpool.cache import (
     plan,
     shared_inputs,
 )
+from testpool.config import AUTO
 from testpool.errors import ConfigError, NoTestsError, TestpoolError, WorkerStartError
 from testpool.filewatch import FileWatcher, watch_spec
 from testpool.fsutil import display_path
@@ -202,6 +203,23 @@ def merge(
             results.append(by_id[test_id])
     kept = {r.id: r for r in results}
     return replace(summary, results=results), kept
+
+
+def with_deferred(
+    found: list[TestCase], before: list[TestCase], deferred: set[str]
+) -> list[TestCase]:
+    """The suite after a re-collection whose answer left ``deferred`` test files uncollected
+    (the zygote collected only the files of the tests to run, and these did not change):
+    ``found`` plus the tests of those files as they were known ``before``, each file where it
+    was (files new since, last)."""
+    present = {case.id for case in found}
+    kept = [case for case in before if case.file in deferred and case.id not in present]
+    if not kept:
+        return found
+    position: dict[str, int] = {}
+    for case in before:
+        position.setdefault(case.file, len(position))
+    return sorted([*found, *kept], key=lambda case: position.get(case.file, len(position)))
 
 
 def forget_bytecode(paths: Iterable[Path]) -> None:
@@ -585,7 +603,7 @@ class WatchSession:
         from testpool.discovery import discover, select
 
         data = self.prepared.data
-        found, update = discover(runner, self.config, hasher, data, self.scope)
+        found, update, _ = discover(runner, self.config, hasher, data, self.scope)
         if update:
             data.discovery.update(update)
         try:
@@ -690,6 +708,8 @@ class WatchSession:
                 )
             except NoTestsError:
                 found = []
+            if answer.deferred:
+                found = with_deferred(found, self.cases, set(answer.deferred))
         decided: dict[str, Outcome] = {}
         present = {case.id for case in found}
         for node, text in answer.errors:
@@ -765,10 +785,14 @@ def watch_suite(
     """``testpool --watch``: a run that stays up and reruns what changes affect, until Ctrl-C
     (exit 130) or an error that ends it; a change of the configuration starts it again."""
     from testpool.app import check_results_dir, prepare, sweep
+    from testpool.startup import Timeline, process_age
     from testpool.state import RunScope
 
     if options.shard is not None or options.queue is not None:
         raise ConfigError("--watch runs the suite on this machine: drop --shard and --queue")
+    # report.json's startup: the first pass's (a run started again after a configuration
+    # change counts from then)
+    timeline = Timeline(age=process_age())
     while True:
         sweep(err)
         check_results_dir(config)
@@ -777,7 +801,8 @@ def watch_suite(
             FileWatcher(spec, warn=lambda text: say(err, f"testpool: warning: {text}")) as watcher,
             RunScope(config.root) as scope,
         ):
-            prepared = prepare(config, options, err, scope)
+            prepared = prepare(config, options, err, scope, timeline)
+            timeline = Timeline()
             session = WatchSession(
                 config, options, prepared, scope, watcher, out, err, reload_config
             )
@@ -809,10 +834,17 @@ def _run(
     out: Console,
     session: WatchSession,
 ) -> RunSummary:
+    from testpool.app import choose_workers
     from testpool.report.console import make_reporter
     from testpool.report.files import RunLogs
     from testpool.runner import Run
 
+    choice = None
+    if config.workers == AUTO:
+        # For the whole suite: every worker stays up for the passes to come.
+        choice = choose_workers(config, prepared, prepared.items)
+        say(out, f"testpool: workers: {choice.reason}")
+        config = replace(config, workers=choice.workers)
     logs = RunLogs(config.results_path, scope.run_id, config.keep_logs)
     logs.create()
     to_run = [item for item in prepared.items if item.run]
@@ -834,5 +866,7 @@ def _run(
         scope=scope,
         logs=logs,
         watch=session,
+        timeline=prepared.timeline,
+        workers_choice=choice.to_dict() if choice is not None else None,
     )
     return asyncio.run(run.execute())

@@ -75,7 +75,7 @@ def test_workers_out_of_range_is_one_line_exit_2() -> None:
     code, out, err = invoke("--workers", "9")
     assert code == 2
     assert err.strip().splitlines() == [
-        "testpool: error: Invalid value for '-w' / '--workers': 9 is not in the range 1<=x<=8."
+        "testpool: error: Invalid value for '-w' / '--workers': 9 is not in the range 1<=x<=8, nor 'auto'."
     ]
     assert out == ""
 
@@ -109,9 +109,12 @@ def _project(tmp_path: Path, config: str) -> Path:
         ),
         (
             'server = "x"\nworkers = "4"\n',
-            "testpool.toml: 'workers' must be an integer from 1 to 8, got str '4'",
+            "testpool.toml: 'workers' must be an integer from 1 to 8, or \"auto\", got str '4'",
         ),
-        ('server = "x"\nworkers = 12\n', "testpool.toml: 'workers' must be from 1 to 8, got 12"),
+        (
+            'server = "x"\nworkers = 12\n',
+            "testpool.toml: 'workers' must be from 1 to 8 or \"auto\", got 12",
+        ),
         (
             "workers = 2\n",
             "testpool.toml: 'server' is required (the command that starts a dev server)",

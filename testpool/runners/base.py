@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from testpool.hashing import FileHasher
     from testpool.results import Outcome
     from testpool.secrets import Redactor
+    from testpool.startup import Timeline
     from testpool.state import RunScope
 
 
@@ -59,6 +60,12 @@ class ExecContext:
     # common_env with stand-ins for the per-worker variables (see testpool.workerenv): what
     # code run before any worker exists sees, e.g. pytest collecting the suite for the workers
     collection_env: Mapping[str, str]
+    # Where the run's start-up phases are marked (an executor marks its own: collecting).
+    timeline: Timeline | None = None
+    # The test files to prepare before the first test, when the plan is known (see
+    # testpool.startup.files_to_prepare_first); the others are prepared when first needed.
+    # Empty: prepare everything up front.
+    first_files: tuple[str, ...] = ()
 
 
 class WorkerExecutor(Protocol):

@@ -2,8 +2,13 @@
 
 The :class:`Zygote` is a pytest process that collects the suite once and then, on request,
 forks a worker process that already has every test collected (see
-:mod:`testpool.pytest_plugin`). Each :class:`PytestSession` owns one such fork for one
-testpool worker and talks to it over a Unix socket: a node id out, a JSON verdict back. A fork
+:mod:`testpool.pytest_plugin`). When the run knows its tests (the plan, before any worker
+starts), the zygote collects only the files it is told to (those of the tests to run, or of
+the first tests only: see :func:`testpool.startup.files_to_prepare_first`), and a worker
+collects any other file the first time it is sent one of its tests
+(``TESTPOOL_EARLY_START=0``: the whole suite, first). Each :class:`PytestSession` owns one
+such fork for one testpool worker and talks to it over a Unix socket: a node id out, a JSON
+verdict back. A fork
 that crashes or hangs is stopped (its own process group) and replaced by a new fork before the
 worker's next test, in milliseconds, without collecting again.
 
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
     from testpool.runners.pytest_runner import PytestRunner
 
 FORK_TIMEOUT = 30.0  # a fork that does not connect back within this is given up
+EARLY_START_VARIABLE = "TESTPOOL_EARLY_START"  # "0": the zygote collects the whole suite first
+COLLECTING = "pytest start and collection"  # the start-up phase (report.json's startup)
 OUTPUT_TAIL = 64 * 1024
 RESULT_LINE_LIMIT = 64 * 1024 * 1024  # a verdict carries the test's captured output
 OUTCOMES = {"passed": Status.PASSED, "failed": Status.FAILED, "skipped": Status.SKIPPED}
@@ -60,12 +67,15 @@ class ZygoteError(Exception):
 class Recollected:
     """The zygote's answer to a re-collection (``--watch``): every test it has now, as
     discovery describes them (see ``pytest_plugin.describe``), the files that did not collect
-    (node id, pytest's error), and new files it could not place (a new zygote must collect)."""
+    (node id, pytest's error), new files it could not place (a new zygote must collect), and
+    the test files it has still not collected (left out when it started: their tests are
+    those known before)."""
 
     items: list[list[Any]]
     errors: list[tuple[str, str]]
     unplaced: list[str]
     forgotten: list[str]  # the files asked to be forgotten that were loaded modules
+    deferred: list[str]  # root-relative, as test ids begin
 
     @classmethod
     def from_dict(cls, answer: dict[str, Any]) -> Recollected:
@@ -74,6 +84,7 @@ class Recollected:
             [(str(node), str(text)) for node, text in answer["errors"]],
             [str(path) for path in answer["unplaced"]],
             [str(path) for path in answer["forgotten"]],
+            [str(path) for path in answer.get("deferred", [])],
         )
 
 
@@ -107,6 +118,8 @@ class Zygote:
         self._recollected: asyncio.Future[Recollected] | None = None
         self.error: str | None = None
         self.collected = 0  # how many tests the zygote collected
+        self.partial = False  # it left files for the workers to collect
+        self._whole_suite = False  # --watch started it again: it collects every file
 
     def argv(self) -> list[str]:
         config = self.runner.config
@@ -114,6 +127,12 @@ class Zygote:
             *self.runner.base_args(), "-q", "--testpool-serve",
             str(config.tests_path), *config.pytest_args,
         ]  # fmt: skip
+
+    def first_files(self) -> list[str]:
+        """The files to collect before the first fork (none: the whole suite)."""
+        if self._whole_suite or os.environ.get(EARLY_START_VARIABLE, "1").strip() == "0":
+            return []
+        return list(self.context.first_files)
 
     @property
     def alive(self) -> bool:
@@ -140,6 +159,19 @@ class Zygote:
             "TESTPOOL_CMD_FD": str(zygote_end.fileno()),
             "TESTPOOL_RESULT_FD": str(result_write),
         }
+        first = self.first_files()
+        if first:
+            listing = self.context.scratch / "first-files.json"
+            listing.write_text(json.dumps(first))
+            env["TESTPOOL_FIRST_FILES"] = str(listing)
+        timeline = self.context.timeline
+        if timeline is not None:
+            timeline.begin(COLLECTING)
+            timeline.facts["collection"] = (
+                f"{len(first)} file(s) first, the others in the workers when they need them"
+                if first
+                else "the whole suite before any test"
+            )
         try:
             process = await spawn(
                 self.argv(), cwd=self.runner.root, env=env, tracker=self.context.tracker,
@@ -180,6 +212,9 @@ class Zygote:
             message = json.loads(line)
             if "ready" in message:
                 self.collected = int(message["ready"])
+                self.partial = bool(message.get("partial"))
+                if self.context.timeline is not None:
+                    self.context.timeline.end(COLLECTING)
                 self._ready.set()
             elif "exited" in message:
                 pid = int(message["exited"])
@@ -267,6 +302,7 @@ class Zygote:
         or the application changed); a failed collection is tried again too."""
         async with self._lock:
             self.error = None
+            self._whole_suite = True
             await self.spawn()
             await self._wait_ready()
 
@@ -359,7 +395,7 @@ class PytestSession:
                 "the worker's pytest process sent a broken result (it probably crashed)",
             )
         if verdict.get("outcome") == "missing":
-            return not_collected(self.zygote.collected)
+            return not_collected(None if self.zygote.partial else self.zygote.collected)
         return Outcome(
             OUTCOMES.get(verdict["outcome"], Status.FAILED),
             float(verdict.get("duration", 0.0)),
@@ -434,12 +470,15 @@ def _request(
     return request
 
 
-def not_collected(collected: int) -> Outcome:
-    """The verdict for a test that discovery found and the workers' pytest did not collect."""
-    message = (
-        f"the workers' pytest did not collect this test (it collected {collected} test(s) "
-        "where discovery found this one)"
+def not_collected(collected: int | None) -> Outcome:
+    """The verdict for a test that discovery found and the workers' pytest did not collect
+    (``collected``: how many it did, when it collected everything it was going to up front)."""
+    where = (
+        f"it collected {collected} test(s) where discovery found this one"
+        if collected is not None
+        else "it collected the test's file, where discovery found this one"
     )
+    message = f"the workers' pytest did not collect this test ({where})"
     return Outcome(Status.FAILED, 0.0, message + "\n" + NOT_COLLECTED_CAUSES, message)
 
 

@@ -1,6 +1,6 @@
 """testpool's benchmark: real testpool, real tmux, real dev servers, ratios measured side by side.
 
-    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup,machines]
+    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup,breakdown,autoworkers,machines]
 
 (`just bench` runs it.) Every figure is the median of ``--runs`` runs. The machine is noisy:
 compare the ratios printed in one run, not absolute seconds across machines.
@@ -20,6 +20,14 @@ Sections:
 5. start-up: time until N workers are healthy (N = 1, 4, 8), through testpool's pool, for a
    server whose start is CPU-bound (Python's http.server, ~50 ms) and for one that first waits
    0.5 s (as a server waiting on a database or a compiler would).
+5b. start-up breakdown: where the time until the first test starts goes (report.json's
+   ``startup``), on the bundled 128-test example suite and a synthetic 1,200-test one (60
+   files, each spending ~10 ms at import as modules importing page objects do), every test
+   or one file's, with the zygote collecting only what runs first
+   ("early") and collecting the whole suite first (TESTPOOL_EARLY_START=0), runs alternating;
+   and the whole run's wall time both ways.
+5c. workers = "auto": the count it picks, and the wall time at 1, 2, 4 and 8 workers, for a
+   server that burns ~1 s of CPU before it listens and for a cheap one (~50 ms).
 6. machines: --queue (Redis) against --shard on simulated machines (needs redis-server).
 7. watch: a real `testpool --watch` (4 workers, default session mode); real edits of files, and
    the time from each write to the first rerun test's start (as testpool records it in
@@ -155,14 +163,15 @@ def free_port_block(count: int = 8, start: int = 31000) -> int:
 
 
 class Project:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, port_start: int = 31000) -> None:
         self.root = root / name
         self.tests = self.root / "tests"
         self.tests.mkdir(parents=True)
         (self.root / "server.py").write_text(SERVER)
         (self.tests / "conftest.py").write_text(CONFTEST)
         (self.root / "pytest.ini").write_text("[pytest]\n")
-        self.port_base = free_port_block()
+        # Other benchmarks may run at once on a shared machine: sections keep apart.
+        self.port_base = free_port_block(start=port_start)
         self.tmp = root / f"{name}-tmp"
         self.tmp.mkdir()
         self.launched_unix = 0.0
@@ -413,6 +422,121 @@ def bench_startup(root: Path, runs: int, results: dict[str, Any]) -> None:
         }
         out[label] = {"healthy": timings, "ratio_8_to_1": timings[8] / timings[1]}
     results["startup"] = out
+
+
+# --- 5b: start-up breakdown --------------------------------------------------------------------------
+
+BIG_FILES = 60
+BIG_PER_FILE = 20  # x parametrized: 1,200 tests
+BIG_TEST = """
+import pytest
+
+# What a test module that imports page objects or a client library spends at import: ~10 ms.
+LOOKUP = {{i: str(i) * 3 for i in range(80_000)}}
+
+@pytest.mark.parametrize("n", range({per_file}))
+def test_page_{file}(http, n):
+    assert http.get("/ping").status_code == 200
+"""
+PHASES_SHOWN = ("python and testpool imports", "discovery", "plan", "secrets", "tmux launch",
+                "pytest start and collection")  # fmt: skip
+
+
+def _example_project(root: Path) -> Project:
+    """The bundled e2e/ suite and its server, as this repository configures them."""
+    project = Project(root, "example", port_start=45000)
+    shutil.rmtree(project.tests)
+    shutil.copytree(REPO / "e2e", project.root / "e2e")
+    (project.root / "testpool.toml").write_text(
+        'server = "{python} e2e/app/server.py"\ntests = "e2e"\ndata_seed = "e2e/seed"\n'
+        f'inputs = ["e2e/app/**"]\nworkers = 4\nport_base = {project.port_base}\n'
+    )
+    return project
+
+
+def _big_project(root: Path) -> Project:
+    project = Project(root, "big", port_start=45500)
+    for index in range(BIG_FILES):
+        (project.tests / f"test_big_{index:02d}.py").write_text(
+            BIG_TEST.format(file=index, per_file=BIG_PER_FILE)
+        )
+    project.config(workers=4)
+    return project
+
+
+def _breakdown_of(report: dict[str, Any]) -> dict[str, float]:
+    phases = {p["name"]: p for p in report["startup"]["phases"]}
+    out = {name: phases[name]["seconds"] for name in PHASES_SHOWN if name in phases}
+    healthy = [p["end"] for name, p in phases.items() if name.endswith(" healthy") and "end" in p]
+    out["workers healthy"] = max(healthy)
+    out["pytest ready"] = phases["pytest start and collection"]["end"]
+    out["first test"] = phases["first test started"]["start"]
+    return out
+
+
+# (label, suite, testpool arguments). With 4 workers on 2 cores and every test to run, the
+# zygote collects every file up front either way: those rows show the noise.
+BREAKDOWN_CASES = (
+    ("example, every test, 4 workers", "example", ("--full",)),
+    ("example, one file's tests, 4 workers", "example", ("--full", "-f", "test_stats")),
+    ("example, every test, 1 worker", "example", ("--full", "--workers", "1")),
+    ("synthetic, every test, 4 workers", "big", ("--full",)),
+    ("synthetic, one file's tests, 4 workers", "big", ("--full", "-f", "test_big_07")),
+    ("synthetic, every test, 1 worker", "big", ("--full", "--workers", "1")),
+)
+
+
+def bench_breakdown(root: Path, runs: int, results: dict[str, Any]) -> None:
+    projects = {"example": _example_project(root), "big": _big_project(root)}
+    for project in projects.values():
+        project.list_tests()  # the collection is cached, as in everyday use
+        project.testpool("--full")  # and durations are recorded
+    rows = []
+    for label, suite, args in BREAKDOWN_CASES:
+        project = projects[suite]
+        samples: dict[str, list[dict[str, float]]] = {"early": [], "full": []}
+        pair = (("early", "1"), ("full", "0"))
+        for run in range(runs):
+            # Side by side, each first in turn: both see the same noise.
+            for mode, flag in pair if run % 2 == 0 else pair[::-1]:
+                wall, report = project.testpool(*args, env=project.env(TESTPOOL_EARLY_START=flag))
+                samples[mode].append({**_breakdown_of(report), "wall": wall})
+        medians = {
+            mode: {key: statistics.median(s[key] for s in runs_) for key in runs_[0]}
+            for mode, runs_ in samples.items()
+        }
+        rows.append(
+            {"label": label, "tests": report["counts"]["passed"],
+             "collection": report["startup"].get("collection", ""), **medians}
+        )  # fmt: skip
+    results["breakdown"] = rows
+
+
+# --- 5c: workers = "auto" ---------------------------------------------------------------------------
+
+
+def bench_autoworkers(root: Path, runs: int, results: dict[str, Any]) -> None:
+    out = {}
+    for label, burn in (("costly", 1.0), ("cheap", 0.0)):
+        project = Project(root, f"auto-{label}", port_start=46000)
+        server = (project.root / "server.py").read_text()
+        (project.root / "server.py").write_text(
+            server.replace(
+                'time.sleep(float(os.environ.get("BENCH_STARTUP_WAIT", "0")))',
+                f"_t = time.process_time()\nwhile time.process_time() - _t < {burn}: pass",
+            )
+        )
+        body = "".join(SYNTHETIC_TEST.format(n=n, ms=100) for n in range(24))
+        (project.tests / "test_pages.py").write_text(body)
+        project.config()
+        project.testpool("--workers", "2")  # durations and a measured server start
+        walls = {
+            n: median_of(runs, lambda n=n, p=project: p.testpool("--full", "--workers", str(n))[0])
+            for n in (1, 2, 4, 8)
+        }
+        _, report = project.testpool("--full", "--workers", "auto")
+        out[label] = {"walls": walls, "choice": report["workers_choice"]}
+    results["autoworkers"] = out
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -822,6 +946,10 @@ def render(results: dict[str, Any], runs: int) -> str:
             *(f"| {n} | {cpu[n]:.3f} s | {io[n]:.3f} s |" for n in (1, 4, 8)),
             f"| 8 / 1 | {startup['cpu']['ratio_8_to_1']:.2f}x | {startup['io']['ratio_8_to_1']:.2f}x |",
         ]
+    if "breakdown" in results:
+        lines += _render_breakdown(results["breakdown"])
+    if "autoworkers" in results:
+        lines += _render_autoworkers(results["autoworkers"])
     if "machines" in results:
         machines = results["machines"]
         if "skipped" in machines:
@@ -869,12 +997,67 @@ def render(results: dict[str, Any], runs: int) -> str:
     return "\n".join(lines)
 
 
+def _render_breakdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "5b. start-up breakdown: seconds from invoking testpool, collection cached; early = pytest's zygote",
+        "    collects only the files of the tests to run (or of the first tests, with one worker) before",
+        "    the workers fork, full = it collects the whole suite first (TESTPOOL_EARLY_START=0)",
+        "",
+        "| run | tests | first test: early | full | early / full | pytest ready: early | full | wall: early | full |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        early, full = row["early"], row["full"]
+        lines.append(
+            f"| {row['label']} | {row['tests']} | {early['first test']:.3f} | {full['first test']:.3f} "
+            f"| {early['first test'] / full['first test']:.2f} | {early['pytest ready']:.3f} "
+            f"| {full['pytest ready']:.3f} | {early['wall']:.2f} | {full['wall']:.2f} |"
+        )
+    first = rows[0]["early"]
+    lines += [
+        "",
+        f"   where the time goes ({rows[0]['label']}, early):",
+        "",
+        "| phase | seconds |",
+        "|---|---:|",
+        *(f"| {name} | {first[name]:.3f} |" for name in PHASES_SHOWN if name in first),
+        f"| all workers healthy, at | {first['workers healthy']:.3f} |",
+        f"| pytest ready to fork, at | {first['pytest ready']:.3f} |",
+        f"| first test started, at | {first['first test']:.3f} |",
+    ]
+    return lines
+
+
+def _render_autoworkers(auto: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        '5c. workers = "auto": 24 tests of 100 ms; wall time of the whole run by worker count, and what auto picked',
+        "",
+        "| server | 1 | 2 | 4 | 8 | auto picked | its reason |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, name in (
+        ("costly", "burns ~1 s of CPU before it listens"),
+        ("cheap", "starts in ~50 ms"),
+    ):
+        row = auto[label]
+        walls = row["walls"]
+        cells = " | ".join(f"{walls[n]:.2f} s" for n in (1, 2, 4, 8))
+        lines.append(
+            f"| {name} | {cells} | {row['choice']['workers']} | {row['choice']['reason']} |"
+        )
+    return lines
+
+
 SECTIONS = {
     "scaling": bench_scaling,
     "alternatives": bench_alternatives,
     "overhead": bench_overhead,
     "cache": bench_cache,
     "startup": bench_startup,
+    "breakdown": bench_breakdown,
+    "autoworkers": bench_autoworkers,
     "machines": bench_machines,
     "watch": bench_watch,
 }

@@ -41,6 +41,7 @@ def test_example_file_matches_the_real_format() -> None:
     # Round trip: what we write is what the example shows, key for key.
     assert json.loads(json.dumps(data.to_dict()))["tests"] == document["tests"]
     assert data.discovery == document["discovery"]
+    assert data.stats == document["stats"]
 
 
 def test_unchanged_passed_test_is_skipped() -> None:
