@@ -329,8 +329,9 @@ class CacheStore:
 
 
 def dumps(document: Mapping[str, Any]) -> str:
-    """The cache document as text: one line per test, per manifest and per discovered test (a
-    diff or a grep shows one whole entry, and the file stays small and quick to read)."""
+    """The cache document as text: one line per test, per manifest, per discovered test and
+    per stat (a diff or a grep shows one whole entry, and the file stays small and quick to
+    read)."""
 
     def one_per_line(items: list[str], indent: str, brackets: str) -> str:
         if not items:
@@ -343,7 +344,7 @@ def dumps(document: Mapping[str, Any]) -> str:
 
     parts = []
     for key, value in document.items():
-        if key in ("tests", "manifests") and isinstance(value, dict):
+        if key in ("tests", "manifests", "stats") and isinstance(value, dict):
             text = one_per_line(keyed(value), " ", "{}")
         elif key == "discovery" and isinstance(value, dict):
             slots = []

@@ -5,9 +5,11 @@ Real testpool, real tmux, real dev servers, the real pytest zygote and its forks
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from support import Project
+from support import Project, Result
 
 CONFTEST = """
 import os
@@ -130,6 +132,129 @@ def test_a_worker_collects_the_files_the_zygote_left_for_later(
     assert setups.read_text().splitlines() == ["setup"], "the session fixture was set up again"
     assert result.report is not None
     assert result.report["startup"]["collection"].startswith("1 file(s) first")
+    project.assert_clean(result.run_id)
+
+
+def _run_with_cores(project: Project, cores: int, *args: str) -> Result:
+    """testpool as if the machine had ``cores`` CPUs (this one has 2): with two or more per
+    worker, the zygote collects only the first tests' files however many workers there are."""
+    code = (
+        "import runpy, testpool.autoworkers as a\n"
+        f"a.available_cores = lambda *args, **kwargs: {cores}\n"
+        "runpy.run_module('testpool', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return Result(done.returncode, done.stdout, done.stderr, project.report())
+
+
+def test_workers_collect_a_left_out_module_that_reads_their_variables_at_import(
+    project: Project, tmp_path: Path
+) -> None:
+    """Two workers, each collecting a file the zygote left out, that reads TEST_BASE_URL and
+    DATA_DIR at import (a module constant, a class body): each worker collects it with the
+    stand-ins, notes the reads and imports it anew with its own values, so its tests pass as
+    they do in process mode. Merging issue 15b with 11c: a worker collected such a file with
+    the stand-ins only, and its tests saw them."""
+    imports = tmp_path / "imports"
+    project.write("tests/conftest.py", CONFTEST.format(setups=str(tmp_path / "setups")))
+    project.write(
+        "tests/test_first.py",
+        """
+        import time
+
+        def test_slow_one():
+            time.sleep(0.4)
+
+        def test_slow_two():
+            time.sleep(0.4)
+        """,
+    )
+    project.write(
+        "tests/sub/test_reads.py",
+        f"""
+        import os, time
+        import pytest
+
+        BASE = os.environ["TEST_BASE_URL"]
+        DATA = os.environ["DATA_DIR"]
+        with open({str(imports)!r}, "a") as handle:
+            handle.write(BASE + "\\n")
+
+        class TestReads:
+            URL = os.environ.get("TEST_BASE_URL")
+
+            @pytest.mark.parametrize("n", range(6))
+            def test_sees_its_worker(self, n, worker_url):
+                time.sleep(0.1)
+                assert BASE == self.URL == worker_url == os.environ["TEST_BASE_URL"]
+                assert DATA == os.environ["DATA_DIR"]
+                assert "testpool-collection-time" not in BASE + DATA
+        """,
+    )
+    project.config(workers=2)
+    assert project.run().returncode == 0  # records the durations: test_first.py's go first
+    imports.unlink()
+
+    result = _run_with_cores(project, 8, "--full")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(result.statuses.values()) == {"passed"} and len(result.statuses) == 8
+    assert result.report is not None
+    assert result.report["startup"]["collection"].startswith("1 file(s) first")
+    workers = {t["worker"] for t in result.report["tests"] if t["id"].startswith("tests/sub/")}
+    assert len(workers) == 2, result.report["tests"]
+    # Each worker imported it twice: collecting (the stand-in), then anew (its own URL); the
+    # zygote never did.
+    lines = imports.read_text().splitlines()
+    stand_ins = [line for line in lines if "testpool-collection-time" in line]
+    assert len(stand_ins) == 2, lines
+    assert len(set(lines) - set(stand_ins)) == 2, lines
+    project.assert_clean(result.run_id)
+
+    # The same module in process mode (a fresh pytest per test) passes the same way.
+    project.config(workers=2, pytest_mode="process")
+    process = project.run("--full")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert set(process.statuses.values()) == {"passed"} and len(process.statuses) == 8
+
+
+def test_a_left_out_file_that_fails_to_import_in_the_worker_fails_its_tests_with_the_error(
+    project: Project, tmp_path: Path
+) -> None:
+    """A file the zygote left out that fails when the worker collects it (here: a file it
+    reads at import appeared since discovery, which is cached): its tests fail with the
+    import error, as in process mode, not as tests the worker's pytest did not collect."""
+    flag = tmp_path / "broken"
+    project.write("tests/test_first.py", "import time\n\ndef test_slow():\n    time.sleep(0.3)\n")
+    project.write(
+        "tests/test_imports.py",
+        f"""
+        import os
+
+        if os.path.exists({str(flag)!r}):
+            raise RuntimeError("broken at import")
+
+        def test_one():
+            pass
+        """,
+    )
+    project.config(workers=1)
+    assert project.run().returncode == 0
+    flag.write_text("")
+
+    result = project.run("--full")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.statuses == {
+        "tests/test_first.py::test_slow": "passed",
+        "tests/test_imports.py::test_one": "failed",
+    }
+    assert result.report is not None
+    failed = next(t for t in result.report["tests"] if t["status"] == "failed")
+    assert "RuntimeError: broken at import" in failed["message"], failed
     project.assert_clean(result.run_id)
 
 

@@ -734,6 +734,115 @@ def test_modules_reading_the_workers_variables_at_import(project: Project, watch
     project.assert_clean(run_id)
 
 
+READS_AT_IMPORT = """
+import os, time
+import pytest
+
+BASE = os.environ["TEST_BASE_URL"]
+VALUE = 1
+
+@pytest.mark.parametrize("n", range(COUNT))
+def test_sees_its_worker(n):
+    time.sleep(0.15)
+    assert BASE == os.environ["TEST_BASE_URL"] and VALUE > 0
+    assert "testpool-collection-time" not in BASE
+"""
+
+
+def _workers_of(project: Project, prefix: str) -> set[int]:
+    report = project.report()
+    assert report is not None
+    return {t["worker"] for t in report["tests"] if t["id"].startswith(prefix)}
+
+
+def test_files_the_zygote_left_out(project: Project, watching: Start) -> None:
+    """Issue 15b with --watch: the zygote collects only the files of the first pass's tests.
+    A new file in a folder none of whose files was collected is placed and run; the files left
+    out stay in the suite; a rerun of every test has the workers collect them (each module
+    read TEST_BASE_URL at import: imported anew with each worker's value); an edit of a file
+    some workers collected and others (and the zygote) never did is collected by all."""
+    _project(project, workers=2)
+    project.write("tests/sub/test_b.py", READS_AT_IMPORT.replace("COUNT", "1"))
+    project.write("tests/sub/test_d.py", READS_AT_IMPORT.replace("COUNT", "4"))
+    assert project.run().returncode == 0  # all cached from now on
+    _edit(project.root / "tests/test_plain.py", "1 + 1 == 2", "2 + 2 == 4")
+    watch = watching()
+    first = watch.wait_pass(1)
+    assert watch.ran(first) == {"tests/test_plain.py::test_plain": "passed"}, watch.describe()
+    run_id = str(watch.record()["run_id"])
+    report = project.report()
+    assert report is not None
+    assert report["startup"]["collection"].startswith("1 file(s) first"), report["startup"]
+    suite = {t["id"] for t in report["tests"]}
+    assert len(suite) == 9, suite
+
+    # A new file in tests/sub, where the zygote and the workers collected nothing.
+    project.write("tests/sub/test_c.py", "def test_c():\n    pass\n")
+    second = watch.wait_pass(2)
+    assert watch.ran(second) == {"tests/sub/test_c.py::test_c": "passed"}, watch.describe()
+    assert "collecting the suite again" not in second, watch.describe()  # placed in its folder
+    report = project.report()
+    assert report is not None
+    assert {t["id"] for t in report["tests"]} == suite | {"tests/sub/test_c.py::test_c"}
+
+    # Every test reruns (the servers' sources changed): the workers, forked anew from the
+    # zygote, collect the files left out when sent their tests.
+    _edit(project.root / "server.py", 'VERSION = "1"', 'VERSION = "1"  # edited')
+    third = watch.wait_pass(3)
+    ran = watch.ran(third)
+    assert len(ran) == 10 and set(ran.values()) == {"passed"}, watch.describe()
+    assert _workers_of(project, "tests/sub/test_d.py") == {0, 1}, watch.describe()
+
+    # Edited: collected in place where a worker has it, for the first time where not.
+    _edit(project.root / "tests/sub/test_d.py", "VALUE = 1", "VALUE = 2")
+    fourth = watch.wait_pass(4)
+    assert watch.ran(fourth) == {
+        f"tests/sub/test_d.py::test_sees_its_worker[{n}]": "passed" for n in range(4)
+    }, watch.describe()
+    # test_b.py's one test ran on one worker only; the other worker and the zygote never
+    # collected the file.
+    (project.root / "tests/sub/test_b.py").write_text(READS_AT_IMPORT.replace("COUNT", "4"))
+    fifth = watch.wait_pass(5)
+    assert watch.ran(fifth) == {
+        f"tests/sub/test_b.py::test_sees_its_worker[{n}]": "passed" for n in range(4)
+    }, watch.describe()
+    assert _workers_of(project, "tests/sub/test_b.py") == {0, 1}, watch.describe()
+
+    report = project.report()
+    assert report is not None
+    assert len(report["tests"]) == 13 and {t["status"] for t in report["tests"]} == {"passed"}
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
+
+
+def test_a_zygote_started_again_collects_the_whole_suite(project: Project, watching: Start) -> None:
+    """The zygote of the first pass collected one file; a conftest.py change starts a new one,
+    which collects every file: the tests of the files the first left out are listed as the
+    changed conftest makes them, not as they were known."""
+    _project(project, workers=2)
+    conftest = project.root / "tests/conftest.py"
+    conftest.write_text(
+        conftest.read_text()
+        + '\n@pytest.fixture(params=["x"])\ndef flavour(request):\n    return request.param\n'
+    )
+    project.write("tests/sub/test_e.py", "def test_e(flavour):\n    assert flavour\n")
+    assert project.run().returncode == 0
+    _edit(project.root / "tests/test_plain.py", "1 + 1 == 2", "2 + 2 == 4")
+    watch = watching()
+    first = watch.wait_pass(1)
+    assert watch.ran(first) == {"tests/test_plain.py::test_plain": "passed"}, watch.describe()
+    run_id = str(watch.record()["run_id"])
+
+    _edit(conftest, 'params=["x"]', 'params=["x", "y"]')
+    second = watch.wait_pass(2)
+    assert "collecting the suite again" in second, watch.describe()
+    ran = watch.ran(second)
+    assert ran["tests/sub/test_e.py::test_e[y]"] == "passed", watch.describe()
+    assert set(ran.values()) == {"passed"}, watch.describe()
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
+
+
 def test_each_pass_records_reasons_evidence_and_the_html_report(
     project: Project, watching: Start
 ) -> None:

@@ -316,6 +316,25 @@ def test_manifests_are_kept_only_while_an_entry_refers_to_them(tmp_path: Path) -
     assert store.load()[0].manifests == {}
 
 
+def test_stats_are_kept_beside_the_manifests_and_replaced_key_by_key(tmp_path: Path) -> None:
+    """Merging issue 15b (stats) with 15a (format 2, manifests): a record carries both, one
+    without stats keeps the file's, and each stat is one line of the file."""
+    store = CacheStore(tmp_path / ".test-cache.json")
+    store.manifests = {INPUTS["inputs"]: {"app/server.py": "1"}}
+    cost = {"cpu": 0.5, "wall": 0.7, "workers": 2}
+    store.record({"a": entry()}, salt="aa", stats={"server:x": cost, "server:y": cost})
+    CacheStore(store.path).record({"b": entry()}, salt="aa")
+    CacheStore(store.path).record({}, salt="aa", stats={"server:y": {**cost, "cpu": 0.1}})
+    data, warning = store.load()
+    assert warning is None
+    assert data.manifests == {INPUTS["inputs"]: {"app/server.py": "1"}}
+    assert data.stats == {"server:x": cost, "server:y": {**cost, "cpu": 0.1}}
+    assert set(data.tests) == {"a", "b"}
+    lines = store.path.read_text().splitlines()
+    assert '  "server:x": {"cpu": 0.5, "wall": 0.7, "workers": 2},' in lines
+    assert json.loads(store.path.read_text())["version"] == VERSION
+
+
 def test_the_file_has_one_line_per_test_and_reads_back(tmp_path: Path) -> None:
     store = CacheStore(tmp_path / ".test-cache.json")
     store.record(

@@ -6,7 +6,15 @@ from pathlib import Path
 
 from testpool.hashing import MISSING, FileHasher, is_ignored_name
 from testpool.results import RunSummary, Status, TestResult
-from testpool.watch import Collection, FileChanges, collection_for, file_changes, merge
+from testpool.runners.base import TestCase
+from testpool.watch import (
+    Collection,
+    FileChanges,
+    collection_for,
+    file_changes,
+    merge,
+    with_deferred,
+)
 
 ROOT = Path("/project")
 TESTS = ROOT / "tests"
@@ -115,3 +123,27 @@ def test_editors_files_are_never_hashed(tmp_path: Path) -> None:
     (tmp_path / "tests" / ".test_a.py.swp").write_text("vim was here")
     (tmp_path / "tests" / "test_a.py~").write_text("x = 0\n")
     assert FileHasher(tmp_path).tree(tmp_path / "tests") == before
+
+
+def test_the_tests_of_files_still_left_out_stay_in_the_suite_where_they_were() -> None:
+    """A re-collection's listing lacks the files the answering pytest never collected (the
+    zygote collected only the first pass's files): their tests are kept as known, in their
+    files' places; a file gone from the listing and not left out goes."""
+    before = [
+        TestCase("t/a.py::x", "t/a.py"),
+        TestCase("t/b.py::y", "t/b.py"),
+        TestCase("t/b.py::z", "t/b.py"),
+        TestCase("t/c.py::w", "t/c.py"),
+        TestCase("t/gone.py::v", "t/gone.py"),
+    ]
+    found = [
+        TestCase("t/a.py::x", "t/a.py"),
+        TestCase("t/c.py::w", "t/c.py"),
+        TestCase("t/c.py::new", "t/c.py"),
+        TestCase("t/new.py::n", "t/new.py"),
+    ]
+    suite = with_deferred(found, before, {"t/b.py"})
+    assert [case.id for case in suite] == [
+        "t/a.py::x", "t/b.py::y", "t/b.py::z", "t/c.py::w", "t/c.py::new", "t/new.py::n",
+    ]  # fmt: skip
+    assert with_deferred(found, before, {"t/other.py"}) == found
