@@ -14,7 +14,10 @@ worker, where a fresh pytest per test (process mode) reads the worker's value. S
    imported and collected anew with the worker's environment and its tests replaced
    (:class:`Renewal`, :func:`recollect`): once per module per worker process, and once more
    after ``--watch`` collects the module's file again (with the stand-ins, noting the reads
-   the same way: see ``pytest_plugin.recollect``).
+   the same way: see ``pytest_plugin.recollect``). A test file the zygote left out (it
+   collects only what runs first) is collected by a worker when first sent one of its tests,
+   the same way (``pytest_plugin._Zygote.collect_more``): a module of it that read one is
+   stale in that worker too.
 3. What cannot be imported anew keeps its stand-in, and a failing test says who read what
    (:func:`readers_for`, :func:`describe`).
 
@@ -370,8 +373,9 @@ def collect_tree(
 
     ``_pytest.runner.collect_one_node`` collects one node, capturing its output and turning an
     exception into a report; the walk is ``Session.genitems`` without its duplicate filter,
-    whose cache would take a file node for one already seen on pytest 8 (a fresh module, or
-    the file node the zygote found and left uncollected)."""
+    whose cache would take the fresh module for one already seen on pytest 8, and returning
+    the failed collectors' reports, which genitems only passes to the hooks (a worker gives
+    their tests the verdict)."""
     from _pytest.runner import collect_one_node
 
     items: list[pytest.Item] = []

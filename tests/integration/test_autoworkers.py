@@ -71,3 +71,28 @@ def test_a_costly_server_start_gets_fewer_workers_than_a_cheap_one(project: Proj
     assert heavy_choice < cheap_choice, (heavy_why, cheap_why)
     assert heavy_choice == 1, heavy_why  # 2 cores: a second server costs more than it saves
     assert "predicted start-up + tests" in heavy_why and "8 test(s)" in heavy_why
+
+
+def test_auto_plans_for_a_shards_tests_and_a_queue_machines_tests_to_run(
+    project: Project, redis_url: str
+) -> None:
+    """With --shard, auto plans for this shard's tests; a --queue machine gets the whole build
+    (its cached tests too) and plans for the build's tests to run, as if it ran them alone."""
+    project.write("tests/test_pages.py", SUITE)  # 8 tests
+    project.write("tests/test_other.py", "def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    project.config()
+    assert project.run("-w", "2").returncode == 0  # durations and a server start recorded
+
+    shard = project.run("--workers", "auto", "--shard", "1/2", "--full")
+    assert shard.returncode == 0, shard.stdout + shard.stderr
+    assert shard.report is not None
+    assert f"{len(shard.statuses)} test(s)" in shard.report["workers_choice"]["reason"]
+    assert len(shard.statuses) < 10
+
+    (project.root / "tests/test_other.py").write_text("def test_one():\n    pass\n")
+    queued = project.run("--workers", "auto", "--queue", redis_url, "--build", "b1")
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert queued.report is not None
+    assert "1 test(s)" in queued.report["workers_choice"]["reason"], queued.report
+    assert queued.report["workers_choice"]["workers"] == 1
+    project.assert_clean(queued.run_id)

@@ -843,6 +843,31 @@ def test_a_zygote_started_again_collects_the_whole_suite(project: Project, watch
     project.assert_clean(run_id)
 
 
+def test_auto_workers_plan_for_the_whole_suite(project: Project, watching: Start) -> None:
+    """workers = "auto" with --watch: chosen once, for the whole suite (every worker stays up,
+    and a change may rerun any test), even when the first pass runs nothing; report.json keeps
+    the choice and the first pass's start-up after every pass. Merging issue 15b with 15c:
+    --watch with auto ended in a traceback (the count was never resolved)."""
+    _project(project, workers="auto")
+    assert project.run().returncode == 0  # the durations and a server start are recorded
+    watch = watching()
+    first = watch.wait_pass(1)
+    assert "testpool: workers: auto:" in first and "4 test(s)" in first, watch.describe()
+    run_id = str(watch.record()["run_id"])
+    _edit(project.root / "tests/test_plain.py", "1 + 1 == 2", "2 + 2 == 4")
+    second = watch.wait_pass(2)
+    assert watch.ran(second) == {"tests/test_plain.py::test_plain": "passed"}, watch.describe()
+    report = project.report()
+    assert report is not None
+    choice = report["workers_choice"]
+    assert choice["auto"] is True and report["workers"] == choice["workers"] >= 1, choice
+    assert "4 test(s)" in choice["reason"], choice
+    phases = {phase["name"] for phase in report["startup"]["phases"]}
+    assert {"discovery", "tmux launch", "worker 0 healthy", "worker 0 ready"} <= phases, phases
+    assert watch.stop() == 130
+    project.assert_clean(run_id)
+
+
 def test_each_pass_records_reasons_evidence_and_the_html_report(
     project: Project, watching: Start
 ) -> None:
