@@ -364,6 +364,9 @@ class Run:
             return
         await self._run_phases(workers)
         if self.watch is not None and self.error is None:
+            # report.json's startup is the first pass's: a test that first starts in a later
+            # pass (the first ran none) did not start up then.
+            self.timeline.freeze()
             await self.watch.serve(self)
 
     async def _run_phases(self, workers: list[Worker]) -> None:

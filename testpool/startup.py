@@ -55,7 +55,9 @@ def process_age() -> float:
 
 class Timeline:
     """Spans (name -> start, end) in seconds since the process started. A span begun twice
-    keeps its first start; ended twice, its first end (a restart is not start-up)."""
+    keeps its first start; ended twice, its first end (a restart is not start-up). Once
+    :meth:`freeze` is called nothing changes (``--watch``: what follows the first pass is
+    not start-up either)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, age: float = 0.0) -> None:
         self._clock = clock
@@ -64,17 +66,25 @@ class Timeline:
         if age > 0:
             self._spans["python and testpool imports"] = [0.0, age]
         self.facts: dict[str, Any] = {}  # e.g. {"discovery": "cached"}
+        self._frozen = False
 
     def now(self) -> float:
         return self._clock() - self._origin
 
     def begin(self, name: str) -> None:
-        self._spans.setdefault(name, [self.now(), None])
+        if not self._frozen:
+            self._spans.setdefault(name, [self.now(), None])
 
     def end(self, name: str) -> None:
+        if self._frozen:
+            return
         span = self._spans.setdefault(name, [self.now(), None])
         if span[1] is None:
             span[1] = self.now()
+
+    def freeze(self) -> None:
+        """Keep the spans as they are from now on (facts too are left as they are)."""
+        self._frozen = True
 
     def mark(self, name: str) -> None:
         """A moment rather than a span (e.g. the first test started)."""

@@ -1,6 +1,6 @@
 """testpool's benchmark: real testpool, real tmux, real dev servers, ratios measured side by side.
 
-    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup,breakdown,autoworkers,machines]
+    python tests/benchmarks/bench.py [--runs 3] [--only scaling,overhead,alternatives,cache,startup,breakdown,autoworkers,machines,watch]
 
 (`just bench` runs it.) Every figure is the median of ``--runs`` runs. The machine is noisy:
 compare the ratios printed in one run, not absolute seconds across machines.

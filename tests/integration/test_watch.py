@@ -864,6 +864,7 @@ def test_auto_workers_plan_for_the_whole_suite(project: Project, watching: Start
     assert "4 test(s)" in choice["reason"], choice
     phases = {phase["name"] for phase in report["startup"]["phases"]}
     assert {"discovery", "tmux launch", "worker 0 healthy", "worker 0 ready"} <= phases, phases
+    assert "first test started" not in phases, "the first pass ran none"
     assert watch.stop() == 130
     project.assert_clean(run_id)
 

@@ -59,3 +59,15 @@ def test_this_process_has_an_age() -> None:
     assert 0 < age < 24 * 3600
     # The kernel's clock, not psutil's (whose boot time is rounded to the second).
     assert os.path.exists("/proc/uptime")
+
+
+def test_a_frozen_timeline_keeps_its_spans() -> None:
+    now = [5.0]
+    timeline = Timeline(clock=lambda: now[0])
+    timeline.begin("collecting")
+    now[0] = 6.0
+    timeline.freeze()
+    timeline.end("collecting")
+    timeline.mark("first test started")
+    assert timeline.get("collecting") == (0.0, None)
+    assert timeline.get("first test started") is None
