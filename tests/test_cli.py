@@ -266,3 +266,50 @@ def test_cache_file_that_is_a_folder_is_one_line_exit_2(tmp_path: Path) -> None:
         assert err.strip().splitlines() == [
             "testpool: error: testpool.toml: 'cache_file' is a folder, not a file: .test-cache.json"
         ]
+
+
+INTERRUPT_AT_IMPORT = """\
+import os, signal, sys
+
+
+class InterruptAtImport:
+    # Sends this process a signal when Python imports the named module: Ctrl-C while starting.
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["INTERRUPT_AT_IMPORT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), getattr(signal, os.environ["INTERRUPT_SIGNAL"]))
+        return None
+
+
+sys.meta_path.insert(0, InterruptAtImport())
+"""
+
+
+@pytest.mark.parametrize("command", ["module", "script"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_an_interrupt_while_python_imports_testpool_is_one_line_and_130(
+    tmp_path: Path, command: str, signal_name: str
+) -> None:
+    # Regression: Ctrl-C in the first ~0.15 s (Python importing click, rich and testpool's
+    # modules) printed a KeyboardInterrupt traceback; SIGTERM there killed testpool silently.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    argv = [sys.executable, "-m", "testpool"] if command == "module" else [
+        str(Path(sys.executable).parent / "testpool")
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*argv, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home()),
+             "PYTHONPATH": str(hook), "INTERRUPT_AT_IMPORT": "click",
+             "INTERRUPT_SIGNAL": signal_name},
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "testpool: interrupted\n")
+    assert done.stdout == ""
+
+
+def test_the_light_entry_point_exits_as_the_cli_does() -> None:
+    from testpool.__main__ import INTERRUPTED
+    from testpool.errors import ExitCode
+
+    assert INTERRUPTED == ExitCode.INTERRUPTED
