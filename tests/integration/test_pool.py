@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -157,13 +158,31 @@ def test_server_that_never_answers_times_out_clearly(project: Project) -> None:
     project.assert_clean(result.run_id)
 
 
+def _leave_in_time_wait(port: int) -> None:
+    """Leave ``port`` in TIME_WAIT, as an earlier run's server does: the listening side closes
+    an accepted connection first."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            assert client.recv(1) == b""  # the server's close reached the client
+
+
 def test_port_held_by_a_foreign_process_is_reported_and_left_alone(project: Project) -> None:
     port = project.port_base + 1
+    # Regression (of this test): a port in TIME_WAIT from an earlier test's run made the
+    # foreign listener fail to bind, so the test failed when rerun at once.
+    _leave_in_time_wait(port)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); print('up', flush=True); time.sleep(600)",
+            "import socket,time; s=socket.socket(); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1',{port})); s.listen(); print('up', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
