@@ -76,6 +76,8 @@ def prepare(
     A discovery that has to start a process (pytest collecting) does so inside ``scope``."""
     timeline = timeline or Timeline()
     runner = make_runner(config, options.runner_args)
+    for note in runner.notes():
+        say(err, f"testpool: warning: {note}")
     store = CacheStore(config.cache_path)
     data, warning = store.load()
     if warning:

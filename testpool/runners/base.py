@@ -128,3 +128,6 @@ class Runner(Protocol):
         """Runner settings read from elsewhere (e.g. pytest's ini options), for the cache key."""
 
     def executor(self, context: ExecContext) -> Executor: ...
+
+    def notes(self) -> list[str]:
+        """Warnings about how the command line's ``-- ARGS`` are used (one line each)."""

@@ -55,6 +55,9 @@ class CommandRunner:
                 "add {args} where they belong"
             )
 
+    def notes(self) -> list[str]:
+        return []
+
     def discover(self, scope: RunScope) -> list[TestCase]:
         assert self.config.discover is not None
         values = {**run_values(scope.run_id), "args": shlex.join(self.selection)}

@@ -57,6 +57,9 @@ class GoRunner:
         self._shared: dict[Path, str] = {}
         self._shared_texts: dict[Path, dict[str, str]] = {}
 
+    def notes(self) -> list[str]:
+        return []
+
     def discover(self, scope: RunScope) -> list[TestCase]:
         cases = []
         for path in sorted(walk_files(self.config.tests_path)):

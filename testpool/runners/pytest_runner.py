@@ -45,6 +45,9 @@ DISCOVERY_TIMEOUT = 600.0
 # Changes when discovery records more about each test (format 2: requirements and markers),
 # so that an older collection is redone once rather than read back without them.
 DISCOVERY_FORMAT = "2"
+# pytest's options that choose tests at collection (with the ones taking a separate value),
+# the point of `-- ARGS`; any other option there reaches the collecting pytest only.
+SELECTING = {"-k": True, "-m": True, "--deselect": True, "--ignore": True, "--ignore-glob": True}
 
 
 def case_of(entry: list[Any]) -> TestCase:
@@ -67,6 +70,16 @@ class PytestRunner:
         self.selection = selection
         self._graph: ImportGraph | None = None
         self._shared: dict[tuple[Path, ...], str] = {}
+
+    def notes(self) -> list[str]:
+        unused = not_selecting(self.selection)
+        if not unused:
+            return []
+        return [
+            f"-- {' '.join(unused)}: given to the pytest that collects the tests, not to the "
+            "one that runs them (-- ARGS choose tests: paths, node ids, -k, -m, --deselect, "
+            "--ignore); an option the tests need when they run goes in pytest_args"
+        ]
 
     # --- discovery --------------------------------------------------------------------------
 
@@ -304,3 +317,26 @@ class PytestProcess:
 
 def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def not_selecting(args: tuple[str, ...]) -> list[str]:
+    """The options among pytest ``-- ARGS`` that do not choose tests (``--runslow``, ``-x``,
+    ``-p no:randomly``): they reach the collecting pytest, not the one that runs the tests.
+    Paths and node ids select; so do ``-k``, ``-m``, ``--deselect`` and ``--ignore(-glob)``,
+    with their values (``-k expr``, ``-kexpr``, ``--deselect=ID``)."""
+    found: list[str] = []
+    takes_value = False
+    for arg in args:
+        if takes_value:
+            takes_value = False
+            continue
+        if not arg.startswith("-") or arg == "-":
+            continue
+        name = arg.split("=", 1)[0]
+        if name in SELECTING:
+            takes_value = "=" not in arg
+        elif not arg.startswith("--") and arg[:2] in SELECTING:
+            continue  # -kexpr, -mslow
+        else:
+            found.append(arg)
+    return found

@@ -98,6 +98,45 @@ def test_pytest_selection_args_choose_the_tests(project: Project) -> None:
     project.assert_clean(result.run_id)
 
 
+def test_an_option_that_does_not_choose_tests_is_named(project: Project) -> None:
+    """pytest's docs' `--runslow` conftest: `-- --runslow` reaches the collecting pytest only
+    (-- ARGS choose tests), so the slow test is still skipped where it runs. testpool says so,
+    in one line that names the option and where it belongs, and runs the selection."""
+    _suite(project)
+    project.write("tests/conftest.py", RUNSLOW_CONFTEST)
+    result = project.run("--", "--runslow", "-k", "alpha")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "testpool: warning: -- --runslow: given to the pytest that collects the tests, not to "
+        "the one that runs them (-- ARGS choose tests: paths, node ids, -k, -m, --deselect, "
+        "--ignore); an option the tests need when they run goes in pytest_args"
+    )
+    assert result.statuses == {
+        "tests/test_alpha.py::test_a1": "passed",
+        "tests/test_alpha.py::test_a2": "skipped",
+    }
+    project.assert_clean(result.run_id)
+
+    project.config(pytest_args=["--runslow"])
+    result = project.run("--full", "--", "-k", "alpha")
+    assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+    assert set(result.statuses.values()) == {"passed"}
+
+
+RUNSLOW_CONFTEST = """
+import pytest
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False)
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--runslow"):
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="need --runslow"))
+"""
+
+
 def test_a_selection_keeps_cache_keys_and_the_full_discovery(project: Project) -> None:
     _suite(project)
     assert project.run().returncode == 0
