@@ -20,14 +20,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     """The console script: the CLI, once it is imported."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    taken = (signal.SIGTERM, signal.SIGHUP)
+    for sig in taken:
         signal.signal(sig, _interrupt)  # as the CLI does (SIGTERM and SIGHUP are Ctrl-C)
     try:
-        from testpool.cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("testpool: interrupted\n")
-        raise SystemExit(INTERRUPTED) from None
-    cli_main()
+        try:
+            from testpool.cli import main as cli_main
+        except KeyboardInterrupt:
+            sys.stderr.write("testpool: interrupted\n")
+            raise SystemExit(INTERRUPTED) from None
+        cli_main()
+    finally:
+        for sig in taken:  # what follows the command (Python's exit) is not interruptible
+            signal.signal(sig, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import os
 import re
 import select
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from portlock import claim
 
 REPO = Path(__file__).resolve().parents[1]
 DEVSERVER = REPO / "tests" / "fixtures" / "devserver.py"
@@ -42,47 +42,19 @@ def wait_until(
         time.sleep(interval)
 
 
-def _port_block_free(base: int) -> bool:
-    for port in range(base, base + PORT_SPAN):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 _next_block = 0
-_BLOCKS = 390
-# Byte i of this file, locked (POSIX record lock) by the pytest process using port block i:
-# concurrent test sessions on one machine (two checkouts, a benchmark) take different blocks.
-# The lock goes with the process; the file must stay open (closing it drops the locks).
-_block_locks = open(  # noqa: SIM115
-    Path(os.environ.get("TMPDIR", "/tmp")) / f"selftest-port-blocks-{os.getuid()}.lock", "a+b"
-)
-
-
-def _claim_block(index: int) -> bool:
-    """Whether no other process has port block ``index`` (this one keeps it from now on)."""
-    try:
-        fcntl.lockf(_block_locks, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
-    except OSError:
-        return False
-    return True
 
 
 def allocate_ports() -> int:
-    """A block of 8 free ports, distinct per pytest-xdist worker, per call, and from the blocks
-    of any other pytest session running at the same time."""
+    """A block of 8 free ports, distinct per pytest-xdist worker, per call, and from the ports
+    any other process of ours claimed (another pytest session, a benchmark: see portlock)."""
     global _next_block
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     offset = int(worker[2:]) if worker[2:].isdigit() else 0
     while True:
-        index = offset * 400 + _next_block % _BLOCKS
+        base = 21000 + offset * 4000 + (_next_block % 390) * 10
         _next_block += 1
-        base = 21000 + index * 10
-        if _claim_block(index) and _port_block_free(base):
+        if claim(base, PORT_SPAN):
             return base
 
 

@@ -47,7 +47,13 @@ DISCOVERY_TIMEOUT = 600.0
 DISCOVERY_FORMAT = "2"
 # pytest's options that choose tests at collection (with the ones taking a separate value),
 # the point of `-- ARGS`; any other option there reaches the collecting pytest only.
-SELECTING = {"-k": True, "-m": True, "--deselect": True, "--ignore": True, "--ignore-glob": True}
+SELECTING = {"-k", "-m", "--deselect", "--ignore", "--ignore-glob"}
+# pytest's cacheprovider options: testpool runs pytest without it.
+PYTEST_CACHE_OPTIONS = {
+    "--lf", "--last-failed", "--ff", "--failed-first", "--nf", "--new-first", "--sw",
+    "--stepwise", "--sw-skip", "--stepwise-skip", "--sw-reset", "--stepwise-reset", "--lfnf",
+    "--last-failed-no-failures", "--cache-show", "--cache-clear",
+}  # fmt: skip
 
 
 def case_of(entry: list[Any]) -> TestCase:
@@ -68,15 +74,15 @@ class PytestRunner:
         self.config = config
         self.root = config.root
         self.selection = selection
+        self._unused = not_selecting(selection)  # (a ConfigError for what pytest cannot take)
         self._graph: ImportGraph | None = None
         self._shared: dict[tuple[Path, ...], str] = {}
 
     def notes(self) -> list[str]:
-        unused = not_selecting(self.selection)
-        if not unused:
+        if not self._unused:
             return []
         return [
-            f"-- {' '.join(unused)}: given to the pytest that collects the tests, not to the "
+            f"-- {' '.join(self._unused)}: given to the pytest that collects the tests, not to the "
             "one that runs them (-- ARGS choose tests: paths, node ids, -k, -m, --deselect, "
             "--ignore); an option the tests need when they run goes in pytest_args"
         ]
@@ -322,21 +328,41 @@ def _relative(path: Path, root: Path) -> str:
 def not_selecting(args: tuple[str, ...]) -> list[str]:
     """The options among pytest ``-- ARGS`` that do not choose tests (``--runslow``, ``-x``,
     ``-p no:randomly``): they reach the collecting pytest, not the one that runs the tests.
-    Paths and node ids select; so do ``-k``, ``-m``, ``--deselect`` and ``--ignore(-glob)``,
-    with their values (``-k expr``, ``-kexpr``, ``--deselect=ID``)."""
+    Paths and node ids select; so do ``-k``, ``-m``, ``--deselect``, ``--ignore(-glob)`` with
+    their values (``-k expr``, ``-kexpr``, ``-xk expr``, ``--deselect=ID``) and ``--pyargs``.
+    After ``--`` everything is a path. pytest's own cache (``--lf``, ``--sw``…) is off under
+    testpool: a :class:`ConfigError`."""
     found: list[str] = []
-    takes_value = False
-    for arg in args:
-        if takes_value:
-            takes_value = False
-            continue
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            break
         if not arg.startswith("-") or arg == "-":
             continue
         name = arg.split("=", 1)[0]
+        if name in PYTEST_CACHE_OPTIONS:
+            raise ConfigError(
+                f"-- {arg}: pytest's cache is off under testpool, whose own cache reruns "
+                "what failed or changed (--full reruns everything)"
+            )
+        if name == "--pyargs":
+            continue
         if name in SELECTING:
-            takes_value = "=" not in arg
-        elif not arg.startswith("--") and arg[:2] in SELECTING:
-            continue  # -kexpr, -mslow
-        else:
+            index += "=" not in arg  # its value
+            continue
+        if arg.startswith("--"):
             found.append(arg)
+            continue
+        # A cluster of short options: -k or -m ends it, with the rest (or the next) as value.
+        letters = arg[1:]
+        cut = next((i for i, letter in enumerate(letters) if f"-{letter}" in SELECTING), None)
+        if cut is None:
+            found.append(arg)
+            continue
+        if cut == len(letters) - 1:
+            index += 1  # -xk EXPR
+        if cut > 0:
+            found.append(arg)  # -xk: the -x
     return found

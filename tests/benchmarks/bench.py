@@ -57,6 +57,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+from portlock import claim
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SYNTHETIC_TESTS = 64
@@ -146,20 +149,11 @@ def test_ping_{n}(http):
 
 
 def free_port_block(count: int = 8, start: int = 31000) -> int:
+    """Ports no other process of ours holds (tests, another benchmark: see tests/portlock.py)."""
     base = start
-    while True:
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
+    while not claim(base, count):
         base += count
+    return base
 
 
 class Project:

@@ -122,6 +122,13 @@ def test_an_option_that_does_not_choose_tests_is_named(project: Project) -> None
     assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
     assert set(result.statuses.values()) == {"passed"}
 
+    # pytest's own cache is off under testpool: one line, exit 2, not a collection error.
+    refused = project.run("list", "--", "--lf")
+    assert (refused.returncode, refused.stderr) == (2, (
+        "testpool: error: -- --lf: pytest's cache is off under testpool, whose own cache "
+        "reruns what failed or changed (--full reruns everything)\n"
+    )), refused.stdout  # fmt: skip
+
 
 RUNSLOW_CONFTEST = """
 import pytest

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+from portlock import claim
 
 REPO = Path(__file__).resolve().parents[2]
 DEVSERVER = REPO / "tests" / "fixtures" / "devserver.py"
@@ -83,17 +85,9 @@ class Outcome:
 
 
 def free_port_block(size: int = 8) -> int:
+    """Ports no other process of ours holds (tests, a benchmark: see tests/portlock.py)."""
     for base in range(23000, 60000, 16):
-        ok = True
-        for port in range(base, base + size):
-            with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        if claim(base, size):
             return base
     raise SystemExit("no free port block")
 
