@@ -29,6 +29,7 @@ from testpool.config_services import (
 )
 from testpool.errors import ConfigError
 from testpool.placeholders import service_references
+from testpool.sources import detect_inputs
 
 if TYPE_CHECKING:
     from testpool.distributed import QueueOptions
@@ -63,6 +64,7 @@ class Config:
     run: str | None = None
     helpers: tuple[str, ...] | None = None
     inputs: tuple[str, ...] = ()
+    inputs_detected: bool = False  # no `inputs` key: the usual source places (testpool.sources)
     test_timeout: float = 300.0
     cache_file: str = ".test-cache.json"
     results_dir: str = "test-results"
@@ -191,7 +193,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "phases": ((list,), "an array of phase tables ([[phases]])"),
 }
 
-_CONFIG_FIELDS = {f.name for f in fields(Config)} - {"root", "source"}
+_CONFIG_FIELDS = {f.name for f in fields(Config)} - {"root", "source", "inputs_detected"}
 assert set(_SCHEMA) == _CONFIG_FIELDS, "schema and Config fields drifted apart"
 
 
@@ -280,6 +282,12 @@ def parse_config(
         )
     if "phases" in values:
         values["phases"] = parse_phases(values["phases"], where)
+    if "inputs" not in values:
+        # A server change must never leave a test cached: without `inputs`, the server's
+        # usual source places count (as `testpool init` would write them).
+        tests = str(values.get("tests", Config.tests))
+        values["inputs"] = tuple(detect_inputs(root, tests, str(values["server"])))
+        values["inputs_detected"] = True
     config = Config(root=root, source=source, **values)
     validate(config, where)
     return config

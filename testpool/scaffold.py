@@ -32,6 +32,7 @@ from pathlib import Path
 
 from testpool.errors import ConfigError
 from testpool.fsutil import atomic_write
+from testpool.sources import detect_inputs
 
 TEST_FOLDERS = ("e2e", "tests/e2e", "test/e2e", "tests", "test", "spec", "__tests__")
 SKIPPED_DIRS = frozenset(
@@ -57,11 +58,6 @@ JS_TOOLS = (
     ("mocha", "npx mocha {id}"),
     ("ava", "npx ava {id}"),
 )
-SOURCE_GLOBS = ("src", "lib", "app", "server", "cmd", "internal", "pkg", "api")
-MANIFESTS = (
-    "package.json", "package-lock.json", "go.mod", "go.sum", "requirements.txt", "Pipfile.lock",
-    "poetry.lock", "uv.lock", "Gemfile.lock",
-)  # fmt: skip
 
 
 @dataclass
@@ -126,7 +122,7 @@ def detect(root: Path) -> Detected:
         _js_runner(detected, package, candidate)
     _server(detected, root, package)
     _health(detected, root)
-    detected.inputs = _inputs(root, candidate, f"{detected.server or ''} {detected.launches}")
+    detected.inputs = detect_inputs(root, candidate, f"{detected.server or ''} {detected.launches}")
     return detected
 
 
@@ -251,21 +247,6 @@ def _health(detected: Detected, root: Path) -> None:
             return
     detected.health_path = "/"
     detected.notes.append("health_path: no health route found in the code: using /")
-
-
-def _inputs(root: Path, tests: str, command: str) -> list[str]:
-    inputs = []
-    test_top = Path(tests).parts[0]
-    for name in SOURCE_GLOBS:
-        if (root / name).is_dir() and name != test_top:
-            inputs.append(f"{name}/**")
-    for name in MANIFESTS:
-        if (root / name).is_file():
-            inputs.append(name)
-    for word in command.split():
-        if (root / word).is_file() and word not in inputs and "/" not in word:
-            inputs.append(word)  # the server's own script (server.js, app.py)
-    return inputs
 
 
 # --- writing ----------------------------------------------------------------------------------

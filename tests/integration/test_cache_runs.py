@@ -101,6 +101,21 @@ def test_editing_a_server_source_reruns_everything(project: Project) -> None:
     assert _ran(project.run().statuses) == ALL
 
 
+def test_without_inputs_an_edited_server_still_reruns_everything(project: Project) -> None:
+    """Regression: a configuration without `inputs` hashed no server source, so an edited
+    server (here its own script, and a source folder) left every passing test cached."""
+    _suite(project)
+    project.write("server.py", (DEVSERVER).read_text())
+    project.config(workers=2, data_seed="seed", server="{python} server.py")
+    assert project.run().returncode == 0
+    assert set(project.run("list").listing.values()) == {("cached", "unchanged")}
+    project.write("server.py", DEVSERVER.read_text() + "\n# edited\n")
+    assert set(project.run("list").listing.values()) == {("run", "inputs changed")}
+    assert _ran(project.run().statuses) == ALL
+    project.write("app/server_source.py", "VERSION = 3\n")
+    assert set(project.run("list").listing.values()) == {("run", "inputs changed")}
+
+
 def test_editing_the_seed_or_the_server_command_reruns_everything(project: Project) -> None:
     _suite(project)
     project.run()

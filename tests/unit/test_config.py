@@ -73,3 +73,33 @@ def test_pyproject_without_table_is_skipped_when_searching(tmp_path: Path) -> No
 def test_paths_resolve_against_the_root(tmp_path: Path) -> None:
     config = make(tmp_path, results_dir="out")
     assert config.results_path == tmp_path / "out"  # type: ignore[attr-defined]
+
+
+def test_without_inputs_the_usual_server_sources_count(tmp_path: Path) -> None:
+    # Regression: no `inputs` key meant no server source at all, so an edited server left
+    # every passing test cached.
+    for folder in ("src", "api", "e2e"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "package.json").write_text("{}")
+    (tmp_path / "server.js").write_text("")
+    config = parse_config(
+        {"server": "node server.js --port {port}", "tests": "e2e"},
+        root=tmp_path, source=tmp_path / "testpool.toml",
+    )  # fmt: skip
+    assert config.inputs == ("src/**", "api/**", "package.json", "server.js")
+    assert config.inputs_detected
+    # The tests' own top folder is never a server source (the tests have their own keys).
+    (tmp_path / "app" / "e2e").mkdir(parents=True)
+    config = parse_config(
+        {"server": "python3 -m app", "tests": "app/e2e"},
+        root=tmp_path, source=tmp_path / "testpool.toml",
+    )  # fmt: skip
+    assert config.inputs == ("src/**", "api/**", "package.json")
+
+
+def test_explicit_inputs_are_kept_even_when_empty(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    config = make(tmp_path, inputs=[])
+    assert config.inputs == () and not config.inputs_detected  # type: ignore[attr-defined]
+    config = make(tmp_path, inputs=["lib/**"])
+    assert config.inputs == ("lib/**",)  # type: ignore[attr-defined]
