@@ -100,6 +100,8 @@ def prepare(
     with timeline.span("discovery"):
         cases, discovery_update, from_cache = discover(runner, config, hasher, data, scope)
     timeline.facts["discovery"] = "cached" if from_cache else "collected"
+    for file, reason in runner.skipped_files:  # pytest says "1 skipped" for such a module
+        say(err, f"testpool: {file}: no tests: it skipped itself while collected ({reason})")
     with timeline.span("plan"):
         selected = select(resolve(cases, config), options.patterns)
         shared = shared_inputs(config, runner, hasher, data.salt)

@@ -35,8 +35,10 @@ def discover(
     cached = data.discovery.get(slot)
     if key is not None and cached and cached.get("key") == key:
         try:
-            return [_case(entry) for entry in cached["tests"]], None, True
-        except (KeyError, IndexError, TypeError):
+            cases = [_case(entry) for entry in cached["tests"]]
+            runner.skipped_files = [(str(f), str(r)) for f, r in cached.get("skipped", [])]
+            return cases, None, True
+        except (KeyError, IndexError, TypeError, ValueError):
             pass  # a damaged entry: collect again
     cases = runner.discover(scope)
     if not cases:
@@ -49,6 +51,9 @@ def discover(
             "tests": [
                 [c.id, c.file, list(c.sources), list(c.requires), list(c.markers)] for c in cases
             ],
+            **(
+                {"skipped": [list(s) for s in runner.skipped_files]} if runner.skipped_files else {}
+            ),
         }
     }
     return cases, update, False

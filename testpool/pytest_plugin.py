@@ -173,12 +173,21 @@ class _CollectExport:
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._skipped: list[list[str]] = []  # [file, reason] of modules skipped at import
+
+    @pytest.hookimpl
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.skipped and report.nodeid and "::" not in report.nodeid:
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            self._skipped.append([report.nodeid, reason.removeprefix("Skipped: ")])
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         items = [describe(item) for item in session.items]
+        found = {"items": items, "errors": session.testsfailed, "skipped": self._skipped}
         with open(self._path, "w") as handle:
-            json.dump({"items": items, "errors": session.testsfailed}, handle)
+            json.dump(found, handle)
 
 
 def describe(item: pytest.Item) -> list[Any]:

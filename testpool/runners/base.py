@@ -99,6 +99,9 @@ class Executor(Protocol):
 class Runner(Protocol):
     name: str
     selection: tuple[str, ...]  # `-- ARGS` from the command line (see make_runner)
+    # Test files that had no tests because they skipped themselves while collected (pytest's
+    # module-level skip, importorskip): (file, reason). Set by discover (or the cache).
+    skipped_files: list[tuple[str, str]]
 
     def discover(self, scope: RunScope) -> list[TestCase]:
         """Every test under ``tests`` (of the selection, if any), in discovery order. A process

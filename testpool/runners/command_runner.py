@@ -49,6 +49,7 @@ class CommandRunner:
         self.config = config
         self.root = config.root
         self.selection = selection
+        self.skipped_files: list[tuple[str, str]] = []
         if selection and "args" not in used(config.discover or ""):
             raise ConfigError(
                 "-- ARGS go to the discover command through {args}, and 'discover' has none: "

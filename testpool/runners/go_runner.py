@@ -53,6 +53,7 @@ class GoRunner:
         self.config = config
         self.root = config.root
         self.selection = selection
+        self.skipped_files: list[tuple[str, str]] = []
         self._chosen = _go_selection(selection)
         self._shared: dict[Path, str] = {}
         self._shared_texts: dict[Path, dict[str, str]] = {}

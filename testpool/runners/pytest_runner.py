@@ -44,7 +44,7 @@ INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "conftest.py")
 DISCOVERY_TIMEOUT = 600.0
 # Changes when discovery records more about each test (format 2: requirements and markers),
 # so that an older collection is redone once rather than read back without them.
-DISCOVERY_FORMAT = "2"
+DISCOVERY_FORMAT = "3"
 # pytest's options that choose tests at collection (with the ones taking a separate value),
 # the point of `-- ARGS`; any other option there reaches the collecting pytest only.
 SELECTING = {"-k", "-m", "--deselect", "--ignore", "--ignore-glob"}
@@ -75,6 +75,7 @@ class PytestRunner:
         self.root = config.root
         self.selection = selection
         self._unused = not_selecting(selection)  # (a ConfigError for what pytest cannot take)
+        self.skipped_files: list[tuple[str, str]] = []  # (file, reason): skipped at import
         self._graph: ImportGraph | None = None
         self._shared: dict[tuple[Path, ...], str] = {}
 
@@ -140,6 +141,11 @@ class PytestRunner:
             )
         cases = [case_of(entry) for entry in collected["items"]]
         self._check_inside(cases)
+        self.skipped_files = [
+            (str(entry[0]), str(entry[1]))
+            for entry in collected.get("skipped", [])
+            if isinstance(entry, list) and len(entry) == 2
+        ]
         return cases
 
     def _check_not_another_language(self) -> None:

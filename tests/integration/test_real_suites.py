@@ -721,3 +721,31 @@ def test_collection_sees_stand_ins_for_the_worker_variables_and_tests_the_real_o
         else:
             assert seen == stand_ins, role
     project.assert_clean(result.run_id)
+
+
+def test_a_module_that_skips_itself_while_collected_is_named(project: Project) -> None:
+    """Regression: a test module skipped at import (`pytest.importorskip` of an optional
+    dependency, as attrs' suite does) has no test ids; pytest says "1 skipped", testpool said
+    nothing. It names the file and the reason, also when the collection comes from the cache."""
+    project.write("tests/test_runs.py", "def test_runs():\n    pass\n")
+    project.write(
+        "tests/test_optional.py",
+        'import pytest\n\npytest.importorskip("no_such_module_here")\n\ndef test_x():\n    pass\n',
+    )
+    project.write(
+        "tests/test_platform.py",
+        'import pytest\n\npytest.skip("not on this OS", allow_module_level=True)\n',
+    )
+    project.config()
+    expected = [
+        "testpool: tests/test_optional.py: no tests: it skipped itself while collected (could "
+        "not import 'no_such_module_here': No module named 'no_such_module_here')",
+        "testpool: tests/test_platform.py: no tests: it skipped itself while collected (not on "
+        "this OS)",
+    ]
+    first = project.run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stderr.splitlines() == expected
+    assert first.statuses == {"tests/test_runs.py::test_runs": "passed"}
+    again = project.run("list")  # the collection is read back from the cache
+    assert again.stderr.splitlines() == expected
