@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testpool.config import MAX_WORKERS
 from testpool.hashing import combine
 
 if TYPE_CHECKING:
     from testpool.config import Config
 
-MAX_WORKERS = 8
 FALLBACK_CAP = 4  # workers when there is nothing to predict with
 # Fewer workers win a near-tie: they cost less memory and CPU for the same wall time.
 TIE = 0.03

@@ -587,6 +587,8 @@ def manifests_for(
     found: dict[str, dict[str, str]] = {}
     common = shared_manifests(shared, hasher)
     for item in items:
+        if all(digest in found or digest == "none" for digest in item.inputs.values()):
+            continue  # (what its files are made of is known already)
         parts = {**common, **case_manifests(item.case, runner, hasher, shared)}
         for component, digest in item.inputs.items():
             if digest not in found and component in parts and digest != "none":

@@ -372,6 +372,7 @@ def _check_files(config: Config, where: str) -> None:
     placeholders are known."""
     from testpool import placeholders
 
+    services = offers(config.services)
     for dest, source in config.files.items():
         key = f"files.{dest}"
         parts = PurePosixPath(dest).parts
@@ -391,9 +392,7 @@ def _check_files(config: Config, where: str) -> None:
             raise ConfigError(f"{where}: '{key}': cannot read {source}: {error.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{where}: '{key}': {source} is not UTF-8 text") from None
-        placeholders.check(
-            text, where=where, key=key, source=source, services=offers(config.services)
-        )
+        placeholders.check(text, where=where, key=key, source=source, services=services)
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:

@@ -11,7 +11,7 @@ Pure: the run asks :func:`split` for the phases and :func:`failed` whether one f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -78,7 +78,3 @@ def failed(
         if (status := statuses.get(test_id)) is not None
         and (status.is_failure or (fail_on_flaky and status is Status.FLAKY))
     ]
-
-
-def names(phases: Sequence[Phase]) -> list[str]:
-    return [phase.name for phase in phases]

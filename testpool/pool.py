@@ -187,8 +187,9 @@ class WorkerLog:
 
 
 @dataclass
-class PoolSettings:
-    """What the pool needs from the run (kept apart from Config to keep the pool testable)."""
+class RunSettings:
+    """What the pool and the shared services need from the run (kept apart from Config to
+    keep them testable)."""
 
     config: Config
     run_id: str
@@ -198,6 +199,12 @@ class PoolSettings:
     logs_dir: Path
     journal: RunJournal | None = None
     base_environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass
+class PoolSettings(RunSettings):
+    """What the pool needs from the run."""
+
     # Run-wide placeholder values beyond the run's own: the shared services' ports and URLs
     # ({services.NAME.port}), filled with the worker's in server, env, health path and files.
     values: Mapping[str, str] = field(default_factory=dict)

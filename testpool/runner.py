@@ -20,6 +20,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -32,7 +33,7 @@ from testpool.execution import ProcessTracker
 from testpool.fsutil import display_path, safe_filename
 from testpool.phases import Phase, failed, phase_of, split
 from testpool.placeholders import collection_values, render_env
-from testpool.pool import Pool, PoolSettings, Worker, WorkerState, check_ports
+from testpool.pool import Pool, PoolSettings, RunSettings, Worker, WorkerState, check_ports
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.queues import LocalQueue, WorkQueue
 from testpool.report.render import Board, WorkerView, phase_label
@@ -85,12 +86,11 @@ class CacheRecorder:
         store: CacheStore,
         inputs: Mapping[str, Mapping[str, str]],
         salt: str,
-        reasons: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.salt = salt
         self.inputs = inputs
-        self.reasons = reasons or {}  # why the plan ran each test (kept for `testpool explain`)
+        self.reasons: Mapping[str, str] = {}  # why the plan ran each test (`testpool explain`)
         self.secret_names: tuple[str, ...] = ()
         self.stats: dict[str, dict[str, Any]] = {}  # run-wide measurements, written at the end
         self.warn: Callable[[str], None] = lambda message: None
@@ -108,10 +108,7 @@ class CacheRecorder:
     async def flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(CACHE_FLUSH_INTERVAL)
-            # The batch is taken here, on the loop, so add() never races the writing thread.
-            batch, self._pending = self._pending, {}
-            if not await asyncio.to_thread(self._write, batch):
-                self._pending = {**batch, **self._pending}  # try again with the next batch
+            await self._flush()
 
     def flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -119,9 +116,13 @@ class CacheRecorder:
 
     async def flush_now(self) -> None:
         """Write what is pending now (off the event loop), e.g. after a --watch pass."""
+        await self._flush(self.stats)
+
+    async def _flush(self, stats: dict[str, dict[str, Any]] | None = None) -> None:
+        # The batch is taken here, on the loop, so add() never races the writing thread.
         batch, self._pending = self._pending, {}
-        if not await asyncio.to_thread(self._write, batch, self.stats):
-            self._pending = {**batch, **self._pending}
+        if not await asyncio.to_thread(self._write, batch, stats):
+            self._pending = {**batch, **self._pending}  # try again with the next batch
 
     def _write(
         self, batch: dict[str, CacheEntry], stats: dict[str, dict[str, Any]] | None = None
@@ -227,6 +228,7 @@ class Run:
         self.recorder.inputs = {item.case.id: item.inputs for item in to_run}
         self.recorder.reasons = {item.case.id: item.reason for item in to_run}
         self._needs: dict[str, tuple[str, ...]] = {}  # test id -> the services it uses
+        self._server_services: tuple[str, ...] = ()  # the workers' server's (set with the pool)
 
     # --- the whole run ---------------------------------------------------------------------
 
@@ -272,32 +274,29 @@ class Run:
         configured = self.config.worker_count
         count = configured if self.watch else min(configured, len(self.to_run))
         suite = [item.case for item in [*self.to_run, *self.cached]] if self.watch else []
+        run = RunSettings(
+            config=self.config,
+            run_id=self.run_id,
+            secrets=secrets,
+            redact=self.redact,
+            scratch=scratch,
+            logs_dir=self.run_logs.folder,
+            journal=journal,
+        )
         services = self.services = Services(
             ServiceSettings(
-                config=self.config,
-                run_id=self.run_id,
-                secrets=secrets,
-                redact=self.redact,
-                scratch=scratch,
-                logs_dir=self.run_logs.folder,
-                journal=journal,
+                **vars(run),
                 avoid_ports=frozenset(self.config.port(index) for index in range(count)),
             )
         )
         services.allocate(needed(suite or self.cases.values(), self.config))
         services.on_death(self._services_up.clear)
-        server_services = closure(self.config.services_for_server(), self.config.services)
+        self._server_services = self.config.services_for_server()  # (reads the templates)
+        server_services = closure(self._server_services, self.config.services)
         pool = self.pool = Pool(
             PoolSettings(
-                config=self.config,
-                run_id=self.run_id,
-                secrets=secrets,
-                redact=self.redact,
-                scratch=scratch,
-                logs_dir=self.run_logs.folder,
-                journal=journal,
                 # NAME_PORT and NAME_URL reach every server and test
-                base_environ={**os.environ, **services.environment},
+                **vars(replace(run, base_environ={**os.environ, **services.environment})),
                 # {services.NAME.port} in server, env, health_path, files
                 values=services.placeholder_values(),
             )
@@ -480,8 +479,7 @@ class Run:
         their dependencies."""
         needs = self._needs.get(case.id)
         if needs is None:
-            server_services = self.config.services_for_server()
-            wanted = [*case.requires, *server_services]
+            wanted = [*case.requires, *self._server_services]
             needs = self._needs[case.id] = tuple(closure(wanted, self.config.services))
         return needs
 

@@ -25,7 +25,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,16 +44,13 @@ from testpool.placeholders import (
     run_values,
     service_values,
 )
-from testpool.pool import LOG_TAIL_LINES, WorkerLog, port_is_free
+from testpool.pool import LOG_TAIL_LINES, RunSettings, WorkerLog, port_is_free
 from testpool.procs import RUN_ID_VARIABLE
 from testpool.requirements import closure
 from testpool.sanitize import block, squeeze_blank_lines
 
 if TYPE_CHECKING:
-    from testpool.config import Config
     from testpool.config_services import ServiceConfig
-    from testpool.secrets import Redactor
-    from testpool.state import RunJournal
 
 MAX_RESTARTS = 2  # per service and run; the next death stops the run
 PROBE_FIRST_PAUSE = 0.05  # seconds; doubles after every failed probe ...
@@ -106,17 +103,9 @@ class Service:
 
 
 @dataclass
-class ServiceSettings:
-    """What the services need from the run (kept apart from Config to keep them testable)."""
+class ServiceSettings(RunSettings):
+    """What the services need from the run."""
 
-    config: Config
-    run_id: str
-    secrets: Mapping[str, str]
-    redact: Redactor
-    scratch: Path
-    logs_dir: Path
-    journal: RunJournal | None = None
-    base_environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     avoid_ports: frozenset[int] = frozenset()  # the workers' ports: never given to a service
 
 
@@ -503,9 +492,10 @@ def free_port(avoid: Iterable[int] = ()) -> int:
 
 def check_port(name: str, port: int) -> None:
     """Refuse a fixed port someone else holds (testpool never stops a foreign process)."""
-    if port_is_free(port) and port not in procs.listeners([port]):
+    holders = procs.listeners([port])
+    if port_is_free(port) and port not in holders:
         return
-    holder = procs.listeners([port]).get(port, "an unknown process")
+    holder = holders.get(port, "an unknown process")
     raise PortInUseError(
         f"service {name}: port {port} is already in use (held by {holder}). testpool never "
         'stops a process it did not start: free the port, or set port = "auto"'

@@ -296,8 +296,7 @@ class WatchSession:
         }
         hasher = prepared.hasher
         self.snapshot = hasher.digests()  # what the first pass was planned from
-        # The same hasher answers from what it read then (the secrets digest is read anew).
-        self.shared = shared_inputs(config, prepared.runner, hasher, self.salt)
+        self.shared = prepared.shared  # what the first pass was planned with
         self.dependencies = _dependencies(prepared.runner)  # as of the last plan
         self.latest: dict[str, TestResult] = {}
         # Why the plan ran or skipped each test of the pass that runs (report.json, as a run's)

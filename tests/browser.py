@@ -108,12 +108,17 @@ class Browser:
             raise AssertionError("chromium did not answer in time")
         return dict(json.loads(self._socket.recv(timeout=left)))
 
-    def call(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
-        """Send one command and return its result (events meanwhile are dropped)."""
+    def call(
+        self, method: str, timeout: float = 30, page: Page | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """Send one command and return its result (events meanwhile go to ``page``, if given,
+        else are dropped)."""
         wanted = self._send(method, **params)
         deadline = time.monotonic() + timeout
         while True:
             message = self._receive(deadline)
+            if page is not None:
+                self._note(message, page)
             if message.get("id") == wanted:
                 if "error" in message:
                     raise AssertionError(f"{method}: {message['error']}")
@@ -135,15 +140,8 @@ class Browser:
                 raise AssertionError(f"navigation failed: {message['error']}")
             self._note(message, page)
             loaded = message.get("method") == "Page.loadEventFired"
-        # Messages logged up to the load have arrived; give the ones sent with it a moment.
-        settle = time.monotonic() + 0.5
-        while time.monotonic() < settle:
-            assert self._socket is not None
-            try:
-                self._note(json.loads(self._socket.recv(timeout=0.1)), page)
-            except TimeoutError:
-                continue
-        if self.evaluate("document.documentElement.getAttribute('data-ready')") != "1":
+        # The answer to this question comes after every message the page sent before it.
+        if self.evaluate("document.documentElement.getAttribute('data-ready')", page) != "1":
             page.errors.append("the page's script did not finish (data-ready is not set)")
         return page
 
@@ -165,9 +163,10 @@ class Browser:
             if entry["level"] == "error":
                 page.errors.append(f"{entry['source']}: {entry['text']}")
 
-    def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page (JSON-able values only)."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, page: Page | None = None) -> Any:
+        """The value of a JavaScript expression in the page (JSON-able values only); console
+        messages that arrive meanwhile go to ``page``."""
+        result = self.call("Runtime.evaluate", page=page, expression=expression, returnByValue=True)
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testpool.errors import ConfigError, ExitCode
+from testpool.report.files import ABORTED, REPORT
 from testpool.results import PhaseResult, RunSummary, TestResult
 from testpool.state import new_run_id
-
-REPORT = "report.json"
-ABORTED = "aborted-run.json"
 
 
 @dataclass(frozen=True)
