@@ -168,6 +168,17 @@ class WorkerLog:
         self.drain()
         return self.size
 
+    async def settle(self, quiet: float = 0.1, limit: float = 1.0) -> None:
+        """Wait until nothing new has arrived for ``quiet`` seconds (``limit`` at most): what a
+        server printed just before it died is still on its way through tmux and the FIFO."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        size, since = self.offset(), loop.time()
+        while loop.time() - since < quiet and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            if (now := self.offset()) != size:
+                size, since = now, loop.time()
+
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         self.drain()
         return "\n".join(list(self._lines)[-lines:])

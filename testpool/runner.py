@@ -663,6 +663,9 @@ class Run:
             worker.current_test = None
             self.pool.set_state(worker, WorkerState.IDLE)
             self._log_spans[worker.index] = (log_start, worker.log.offset())
+        if death.done():  # its server's last words belong to this attempt's evidence
+            await worker.log.settle()
+            self._log_spans[worker.index] = (log_start, worker.log.offset())
         # Which service died is known from its watcher: by now it may be restarting already.
         dead = (
             service_death.result()
